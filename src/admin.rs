@@ -1,0 +1,126 @@
+//! The admin listener (`/health`, `/stats`) on its own thread, and the health body that the
+//! public listener's `/health` shares.
+
+use std::io;
+use std::sync::Arc;
+
+use log::warn;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use serde::Serialize;
+use slab::Slab;
+
+use crate::net::conn::{Conn, ReadEvent};
+use crate::net::http::{self, RequestHead};
+use crate::shared::Shared;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+/// Token of the admin thread's waker (shutdown).
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Health {
+    status: &'static str,
+    connections: u64,
+    uptime: u64,
+    last_error: Option<()>,
+    publishers: u64,
+    streams: u64,
+    workers: usize,
+}
+
+/// The `/health` body: status, connections, uptime (s).
+pub fn health_json(shared: &Shared) -> Vec<u8> {
+    let s = shared.stats.snapshot();
+    let h = Health {
+        status: "healthy",
+        connections: s.active_connections,
+        uptime: s.uptime,
+        last_error: None,
+        publishers: s.publishers,
+        streams: s.streams,
+        workers: s.workers.len(),
+    };
+    serde_json::to_vec(&h).unwrap_or_default()
+}
+
+/// The `/stats` body: the summed snapshot with its per-worker breakdown.
+pub fn stats_json(shared: &Shared) -> Vec<u8> {
+    serde_json::to_vec_pretty(&shared.stats.snapshot()).unwrap_or_default()
+}
+
+fn route(shared: &Shared, head: &RequestHead) -> bytes::Bytes {
+    let json = |body: Vec<u8>| http::response(200, "application/json", &body, &[]);
+    match (head.method.as_str(), head.path.as_str()) {
+        ("GET", "/health") => json(health_json(shared)),
+        ("GET", "/stats") => json(stats_json(shared)),
+        (_, "/health" | "/stats") => http::error_response(405, "method not allowed"),
+        _ => http::error_response(404, "not found"),
+    }
+}
+
+/// Serves admin requests until shutdown. `poll` has its waker registered as [`WAKER`].
+pub fn run(poll: Poll, mut listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut conns: Slab<Conn> = Slab::new();
+    let mut events = Events::with_capacity(64);
+    let mut scratch = vec![0u8; 1024];
+    let mut poll = poll;
+    while !shared.is_shutting_down() {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if crate::net::interrupted(&e) {
+                continue;
+            }
+            return Err(e);
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                WAKER => {}
+                LISTENER => loop {
+                    match listener.accept() {
+                        Ok((mut sock, peer)) => {
+                            let entry = conns.vacant_entry();
+                            let interest = Interest::READABLE | Interest::WRITABLE;
+                            if poll
+                                .registry()
+                                .register(&mut sock, Token(entry.key()), interest)
+                                .is_ok()
+                            {
+                                entry.insert(Conn::new(sock, peer));
+                            }
+                        }
+                        Err(e) if crate::net::would_block(&e) => break,
+                        Err(e) if crate::net::interrupted(&e) => continue,
+                        Err(e) => {
+                            warn!("admin: accept failed: {e}");
+                            break;
+                        }
+                    }
+                },
+                Token(k) => {
+                    let Some(conn) = conns.get_mut(k) else {
+                        continue;
+                    };
+                    let max = shared.config.limits.max_request_head_bytes;
+                    loop {
+                        match conn.read_event(max, &mut scratch) {
+                            ReadEvent::Head(head) => conn.respond(route(&shared, &head)),
+                            ReadEvent::WouldBlock | ReadEvent::Closed => break,
+                            _ => {}
+                        }
+                    }
+                    if conn.flush().is_err() {
+                        conn.kill();
+                    }
+                    if conn.is_done() {
+                        let mut c = conns.remove(k);
+                        let _ = poll.registry().deregister(c.socket());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

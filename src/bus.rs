@@ -1,0 +1,91 @@
+//! The hand-off from ingest to workers: one bounded crossbeam channel per worker plus that
+//! worker's mio `Waker`, woken once per batch (a "notified" flag stops redundant wakes).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::routing::{StreamId, StreamKey};
+
+/// A sequenced data message, already encoded as a WebSocket frame shared by every subscriber.
+#[derive(Debug, Clone)]
+pub struct DataMsg {
+    /// The stream's dense id.
+    pub stream: StreamId,
+    /// The stream's identity (workers need it when the stream is new to them).
+    pub key: Arc<StreamKey>,
+    /// The stream's sequence number.
+    pub seq: u64,
+    /// The complete frame.
+    pub frame: Bytes,
+}
+
+/// What a worker receives from outside its loop.
+#[derive(Debug, Clone)]
+pub enum WorkerMsg {
+    /// Fan this message out.
+    Data(DataMsg),
+}
+
+/// The sending end of one worker's inbox.
+#[derive(Debug, Clone)]
+pub struct WorkerLink {
+    tx: Sender<WorkerMsg>,
+    waker: Arc<mio::Waker>,
+    notified: Arc<AtomicBool>,
+}
+
+/// The receiving end, owned by the worker.
+#[derive(Debug)]
+pub struct WorkerInbox {
+    /// Messages.
+    pub rx: Receiver<WorkerMsg>,
+    notified: Arc<AtomicBool>,
+}
+
+/// Creates a worker's inbox of `capacity` messages, woken through `waker`.
+pub fn inbox(capacity: usize, waker: Arc<mio::Waker>) -> (WorkerLink, WorkerInbox) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let notified = Arc::new(AtomicBool::new(false));
+    (
+        WorkerLink {
+            tx,
+            waker,
+            notified: notified.clone(),
+        },
+        WorkerInbox { rx, notified },
+    )
+}
+
+impl WorkerLink {
+    /// Queues without blocking; `false` when the channel is full or the worker is gone.
+    #[inline]
+    pub fn try_send(&self, msg: WorkerMsg) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Wakes the worker unless a wake is already pending. Call once per batch.
+    pub fn wake(&self) {
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            // A failed wake means the worker's poll is gone (it is shutting down).
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Wakes the worker unconditionally (shutdown, control requests).
+    pub fn wake_now(&self) {
+        let _ = self.waker.wake();
+    }
+}
+
+impl WorkerInbox {
+    /// Clears the notified flag; call before draining so a send after the drain wakes again.
+    pub fn rearm(&self) {
+        self.notified.store(false, Ordering::Release);
+    }
+}

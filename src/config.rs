@@ -1,0 +1,499 @@
+//! Configuration: the TOML schema with its defaults, loading, `--set` overrides and validation.
+//!
+//! Every key has a default (see `docs/configuration.md`). A configuration is built from a TOML
+//! table: the file (if any), then dotted-key overrides, then deserialised strictly (unknown keys
+//! are errors) and validated. Errors name the key and the reason.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A configuration error: which key, and why.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The path given.
+        path: String,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A key has a value of the wrong type, or is unknown.
+    #[error("config key `{key}`: {reason}")]
+    Key {
+        /// The dotted name of the key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn key(key: &str, reason: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Where market data comes from besides publishers on the ingest listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedKind {
+    /// The embedded synthetic feed (random-walk prices for a few exchanges and symbols).
+    Synthetic,
+    /// No embedded feed: data comes only from publishers.
+    None,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listener addresses and worker count.
+    pub server: ServerConfig,
+    /// The embedded synthetic feed.
+    pub feed: FeedConfig,
+    /// Per-connection and process limits.
+    pub limits: LimitsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`: listeners and threads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Public listener (`/ws`, `/health`); `"off"` turns it off.
+    pub listen: String,
+    /// Ingest listener (`/publish`); `"off"` turns it off.
+    pub ingest: String,
+    /// Admin listener (`/health`, `/stats`, `/metrics`, `/flush`); `"off"` turns it off.
+    pub admin: String,
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+    /// Capacity of each worker's inbound data channel, in messages.
+    pub worker_channel_capacity: usize,
+    /// Listen backlog of every listener.
+    pub listen_backlog: i32,
+}
+
+/// `[feed]`: the embedded synthetic feed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedConfig {
+    /// `synthetic` or `none`. Unset: synthetic without a config file, none with one.
+    pub source: Option<FeedKind>,
+    /// Messages per second the synthetic feed publishes, over all its streams.
+    pub rate_per_sec: u32,
+    /// Exchanges the synthetic feed serves.
+    pub exchanges: Vec<String>,
+    /// Symbols the synthetic feed serves on every exchange.
+    pub symbols: Vec<String>,
+}
+
+/// `[limits]`: what one connection, or the process, may use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Open connections on the public listener, all workers together (HTTP 503 past it).
+    pub max_connections: usize,
+    /// Largest client message (and frame) in bytes; larger ones close the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Largest publisher message (a whole batch frame) in bytes.
+    pub max_publish_bytes: usize,
+    /// Largest HTTP request head in bytes (431 past it).
+    pub max_request_head_bytes: usize,
+    /// Filters one connection may hold (TOO_MANY_SUBSCRIPTIONS past it).
+    pub max_filters_per_connection: usize,
+    /// Distinct streams the gateway accepts before refusing new ones (TOO_MANY_STREAMS).
+    pub max_streams: usize,
+    /// Longest exchange, symbol or dataType name in bytes.
+    pub max_name_bytes: usize,
+    /// Sustained client messages per second per connection (token bucket rate).
+    pub messages_per_sec: u32,
+    /// Client messages a connection may send in a burst (token bucket size).
+    pub message_burst: u32,
+    /// RATE_LIMITED replies in a row after which the connection is closed with 1008.
+    pub rate_limit_strikes: u32,
+    /// tungstenite read buffer per connection, in bytes.
+    pub read_buffer_bytes: usize,
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace` or `off`.
+    pub level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "0.0.0.0:8080".into(),
+            ingest: "127.0.0.1:8081".into(),
+            admin: "127.0.0.1:9090".into(),
+            workers: 0,
+            worker_channel_capacity: 65_536,
+            listen_backlog: 1024,
+        }
+    }
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            source: None,
+            rate_per_sec: 300,
+            exchanges: vec!["binance".into(), "coinbase".into(), "kraken".into()],
+            symbols: [
+                "BTCUSDT",
+                "ETHUSDT",
+                "SOLUSDT",
+                "XRPUSDT",
+                "ADAUSDT",
+                "DOGEUSDT",
+                "AVAXUSDT",
+                "DOTUSDT",
+                "LINKUSDT",
+                "LTCUSDT",
+                "MATICUSDT",
+                "TRXUSDT",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 100_000,
+            max_message_bytes: 16 * 1024,
+            max_publish_bytes: 1024 * 1024,
+            max_request_head_bytes: 8 * 1024,
+            max_filters_per_connection: 128,
+            max_streams: 100_000,
+            max_name_bytes: 64,
+            messages_per_sec: 10,
+            message_burst: 20,
+            rate_limit_strikes: 20,
+            read_buffer_bytes: 4096,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            feed: FeedConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Builds a [`Config`] from a file and overrides.
+#[derive(Debug, Default)]
+pub struct ConfigBuilder {
+    table: toml::Table,
+    from_file: bool,
+}
+
+impl ConfigBuilder {
+    /// Starts from the defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads a TOML file as the base.
+    pub fn file(mut self, path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        self.table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Syntax {
+                path: shown,
+                message: e.to_string(),
+            })?;
+        self.from_file = true;
+        Ok(self)
+    }
+
+    /// Sets one key by its dotted name (`limits.max_connections`). The value is read as TOML
+    /// (`100`, `true`, `["a","b"]`, `"text"`); a value that is not TOML is taken as a string.
+    pub fn set(mut self, dotted: &str, value: &str) -> Result<Self, ConfigError> {
+        let parts: Vec<&str> = dotted.split('.').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(ConfigError::key(dotted, "empty segment in key name"));
+        }
+        let parsed = parse_toml_value(value);
+        let mut table = &mut self.table;
+        for part in &parts[..parts.len() - 1] {
+            let entry = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => return Err(ConfigError::key(dotted, format!("`{part}` is not a table"))),
+            };
+        }
+        table.insert(parts[parts.len() - 1].to_string(), parsed);
+        Ok(self)
+    }
+
+    /// Like [`set`](Self::set) with `key=value` in one string, as `--set` gives it.
+    pub fn set_pair(self, pair: &str) -> Result<Self, ConfigError> {
+        match pair.split_once('=') {
+            Some((k, v)) => self.set(k.trim(), v.trim()),
+            None => Err(ConfigError::key(pair, "expected key=value")),
+        }
+    }
+
+    /// Deserialises and validates.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let value = toml::Value::Table(self.table);
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Key {
+                key,
+                reason: e.into_inner().to_string().trim().to_string(),
+            }
+        })?;
+        if config.feed.source.is_none() {
+            config.feed.source = Some(if self.from_file {
+                FeedKind::None
+            } else {
+                FeedKind::Synthetic
+            });
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn parse_toml_value(text: &str) -> toml::Value {
+    let wrapped = format!("v = {text}");
+    match wrapped.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(text.to_string())),
+        Err(_) => toml::Value::String(text.to_string()),
+    }
+}
+
+/// Parses a listener address; `"off"` or `""` means the listener is turned off.
+pub fn parse_listen(key: &str, text: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let t = text.trim();
+    if t.is_empty() || t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    t.parse::<SocketAddr>()
+        .map(Some)
+        .map_err(|_| ConfigError::key(key, format!("`{t}` is not an address like 0.0.0.0:8080")))
+}
+
+impl Config {
+    /// A configuration for tests: every listener on 127.0.0.1 port 0, no feed, one worker.
+    pub fn for_tests() -> Config {
+        let mut c = Config::default();
+        c.server.listen = "127.0.0.1:0".into();
+        c.server.ingest = "127.0.0.1:0".into();
+        c.server.admin = "127.0.0.1:0".into();
+        c.server.workers = 1;
+        c.feed.source = Some(FeedKind::None);
+        c.log.level = "warn".into();
+        c
+    }
+
+    /// The public listener address, if on.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        parse_listen("server.listen", &self.server.listen)
+    }
+
+    /// The ingest listener address, if on.
+    pub fn ingest_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        parse_listen("server.ingest", &self.server.ingest)
+    }
+
+    /// The admin listener address, if on.
+    pub fn admin_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        parse_listen("server.admin", &self.server.admin)
+    }
+
+    /// The worker count with 0 resolved to the number of cores.
+    pub fn worker_count(&self) -> usize {
+        if self.server.workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.server.workers
+        }
+    }
+
+    /// The log level filter.
+    pub fn log_level(&self) -> Result<log::LevelFilter, ConfigError> {
+        self.log.level.parse().map_err(|_| {
+            ConfigError::key(
+                "log.level",
+                "expected one of off, error, warn, info, debug, trace",
+            )
+        })
+    }
+
+    /// Checks ranges and cross-key rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.ingest_addr()?;
+        self.admin_addr()?;
+        self.log_level()?;
+        let positive = [
+            (
+                "server.worker_channel_capacity",
+                self.server.worker_channel_capacity,
+            ),
+            ("limits.max_connections", self.limits.max_connections),
+            ("limits.max_message_bytes", self.limits.max_message_bytes),
+            ("limits.max_publish_bytes", self.limits.max_publish_bytes),
+            (
+                "limits.max_filters_per_connection",
+                self.limits.max_filters_per_connection,
+            ),
+            ("limits.max_streams", self.limits.max_streams),
+            ("limits.max_name_bytes", self.limits.max_name_bytes),
+            (
+                "limits.messages_per_sec",
+                self.limits.messages_per_sec as usize,
+            ),
+            ("limits.message_burst", self.limits.message_burst as usize),
+            (
+                "limits.rate_limit_strikes",
+                self.limits.rate_limit_strikes as usize,
+            ),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(ConfigError::key(key, "must be greater than 0"));
+            }
+        }
+        if self.server.workers > 1024 {
+            return Err(ConfigError::key("server.workers", "at most 1024"));
+        }
+        if self.server.listen_backlog <= 0 {
+            return Err(ConfigError::key(
+                "server.listen_backlog",
+                "must be greater than 0",
+            ));
+        }
+        if self.limits.max_request_head_bytes < 512 {
+            return Err(ConfigError::key(
+                "limits.max_request_head_bytes",
+                "at least 512",
+            ));
+        }
+        if !(256..=1 << 20).contains(&self.limits.read_buffer_bytes) {
+            return Err(ConfigError::key(
+                "limits.read_buffer_bytes",
+                "between 256 and 1048576",
+            ));
+        }
+        if self.feed.source == Some(FeedKind::Synthetic) {
+            if self.feed.rate_per_sec == 0 || self.feed.rate_per_sec > 1_000_000 {
+                return Err(ConfigError::key(
+                    "feed.rate_per_sec",
+                    "between 1 and 1000000",
+                ));
+            }
+            if self.feed.exchanges.is_empty() {
+                return Err(ConfigError::key("feed.exchanges", "must not be empty"));
+            }
+            if self.feed.symbols.is_empty() {
+                return Err(ConfigError::key("feed.symbols", "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_feed_is_synthetic_without_file() {
+        let c = ConfigBuilder::new().build().unwrap();
+        assert_eq!(c.feed.source, Some(FeedKind::Synthetic));
+        assert_eq!(c.limits.max_message_bytes, 16384);
+        assert_eq!(c.listen_addr().unwrap().unwrap().port(), 8080);
+    }
+
+    #[test]
+    fn set_overrides_nested_keys_with_typed_values() {
+        let c = ConfigBuilder::new()
+            .set_pair("limits.max_connections=100")
+            .unwrap()
+            .set_pair("feed.symbols=[\"A\",\"B\"]")
+            .unwrap()
+            .set_pair("server.listen=off")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.limits.max_connections, 100);
+        assert_eq!(c.feed.symbols, vec!["A", "B"]);
+        assert_eq!(c.listen_addr().unwrap(), None);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = ConfigBuilder::new()
+            .set_pair("limits.max_connections=abc")
+            .unwrap()
+            .build();
+        let msg = e.unwrap_err().to_string();
+        assert!(msg.contains("limits.max_connections"), "{msg}");
+        let e = ConfigBuilder::new()
+            .set_pair("limits.nope=1")
+            .unwrap()
+            .build();
+        let msg = e.unwrap_err().to_string();
+        assert!(msg.contains("nope"), "{msg}");
+        let e = ConfigBuilder::new()
+            .set_pair("server.listen=nowhere")
+            .unwrap()
+            .build();
+        assert!(e.unwrap_err().to_string().contains("server.listen"));
+        let e = ConfigBuilder::new()
+            .set_pair("limits.max_streams=0")
+            .unwrap()
+            .build();
+        assert!(e.unwrap_err().to_string().contains("limits.max_streams"));
+    }
+}

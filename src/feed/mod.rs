@@ -1,0 +1,3 @@
+//! Embedded market-data sources that publish through the same sequencer as publishers.
+
+pub mod synthetic;

@@ -1,0 +1,238 @@
+//! Ingest: the `/publish` WebSocket listener for publishers (its own thread and mio loop),
+//! validation with error replies, and the sequencer that hands data to the workers.
+
+pub mod dispatch;
+
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use log::{debug, info, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::Message;
+
+use crate::net::conn::{Conn, ReadEvent};
+use crate::net::http;
+use crate::protocol::publish::parse_publish;
+use crate::protocol::{outbound, CloseCode, ErrorCode};
+use crate::shared::{now_ms, Shared};
+pub use dispatch::{DispatchError, Dispatcher};
+
+/// Token of the ingest listener.
+const LISTENER: Token = Token(usize::MAX - 1);
+/// Token of the ingest thread's waker (shutdown).
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+struct Publisher {
+    conn: Conn,
+    id: u64,
+    upgraded: bool,
+    accepted: u64,
+    rejected: u64,
+}
+
+/// The ingest thread's state.
+pub struct IngestServer {
+    poll: Poll,
+    listener: TcpListener,
+    publishers: Slab<Publisher>,
+    dispatcher: Arc<Mutex<Dispatcher>>,
+    shared: Arc<Shared>,
+    ws_config: WebSocketConfig,
+    scratch: Vec<u8>,
+    next_id: u64,
+}
+
+impl IngestServer {
+    /// An ingest server on `listener`; `poll` already has its waker registered as [`WAKER`].
+    pub fn new(
+        poll: Poll,
+        mut listener: TcpListener,
+        dispatcher: Arc<Mutex<Dispatcher>>,
+        shared: Arc<Shared>,
+    ) -> io::Result<Self> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let max = shared.config.limits.max_publish_bytes;
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(64 * 1024)
+            .write_buffer_size(0)
+            .max_write_buffer_size(usize::MAX)
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        Ok(IngestServer {
+            poll,
+            listener,
+            publishers: Slab::new(),
+            dispatcher,
+            shared,
+            ws_config,
+            scratch: vec![0; 4096],
+            next_id: 0,
+        })
+    }
+
+    /// Runs until shutdown is requested.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        while !self.shared.is_shutting_down() {
+            if let Err(e) = self.poll.poll(&mut events, None) {
+                if crate::net::interrupted(&e) {
+                    continue;
+                }
+                warn!("ingest: poll failed: {e}");
+                break;
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {}
+                    Token(k) => self.on_event(k),
+                }
+            }
+        }
+        info!("ingest stopped with {} publishers", self.publishers.len());
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut sock, peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    let entry = self.publishers.vacant_entry();
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut sock, Token(entry.key()), interest)
+                    {
+                        warn!("ingest: register failed: {e}");
+                        continue;
+                    }
+                    self.next_id += 1;
+                    let id = self.next_id;
+                    entry.insert(Publisher {
+                        conn: Conn::new(sock, peer),
+                        id,
+                        upgraded: false,
+                        accepted: 0,
+                        rejected: 0,
+                    });
+                    debug!("publisher {id} connected from {peer}");
+                }
+                Err(e) if crate::net::would_block(&e) => break,
+                Err(e) if crate::net::interrupted(&e) => continue,
+                Err(e) => {
+                    warn!("ingest: accept failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, key: usize) {
+        let max_head = self.shared.config.limits.max_request_head_bytes;
+        loop {
+            let Some(p) = self.publishers.get_mut(key) else {
+                return;
+            };
+            match p.conn.read_event(max_head, &mut self.scratch) {
+                ReadEvent::WouldBlock | ReadEvent::Closed => break,
+                ReadEvent::Rejected(_) => {}
+                ReadEvent::Head(head) => {
+                    if head.path != "/publish" {
+                        p.conn.respond(http::error_response(404, "not found"));
+                        continue;
+                    }
+                    match http::check_upgrade(&head) {
+                        Ok(ws_key) => {
+                            let ws_key = ws_key.to_string();
+                            p.conn.upgrade(&head, &ws_key, self.ws_config);
+                            p.upgraded = true;
+                            self.shared.stats.ingest.publishers_active.inc();
+                            self.shared.stats.ingest.publishers_accepted.inc();
+                            info!("publisher {} from {} open", p.id, p.conn.peer);
+                        }
+                        Err((status, msg)) => p.conn.respond(http::error_response(status, msg)),
+                    }
+                }
+                ReadEvent::Message(Message::Text(text)) => self.on_frame(key, text.as_str()),
+                ReadEvent::Message(Message::Binary(_)) => self.reject(
+                    key,
+                    ErrorCode::InvalidMessage,
+                    "send JSON text frames",
+                    None,
+                ),
+                ReadEvent::Message(_) => {}
+                ReadEvent::Failed(code, reason) => {
+                    if code == CloseCode::TooBig {
+                        self.reject(key, ErrorCode::MessageTooLarge, &reason, None);
+                    }
+                    let short: String = reason.chars().take(100).collect();
+                    self.publishers[key].conn.fail(code, &short);
+                }
+            }
+        }
+        let Some(p) = self.publishers.get_mut(key) else {
+            return;
+        };
+        if p.conn.flush().is_err() {
+            p.conn.kill();
+        }
+        if p.conn.is_done() {
+            let mut p = self.publishers.remove(key);
+            let _ = self.poll.registry().deregister(p.conn.socket());
+            if p.upgraded {
+                self.shared.stats.ingest.publishers_active.sub(1);
+            }
+            info!(
+                "publisher {} from {} closed: {} accepted, {} rejected",
+                p.id, p.conn.peer, p.accepted, p.rejected
+            );
+        }
+    }
+
+    fn on_frame(&mut self, key: usize, text: &str) {
+        let max_name = self.shared.config.limits.max_name_bytes;
+        let parsed = match parse_publish(text, max_name) {
+            Ok(items) => items,
+            Err(e) => return self.reject(key, e.code, &e.message, e.index),
+        };
+        let now = now_ms();
+        let mut errors = Vec::new();
+        let mut accepted = 0u64;
+        {
+            let mut d = self
+                .dispatcher
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (i, item) in parsed.iter().enumerate() {
+                match item {
+                    Ok(msg) => match d.publish(msg, now) {
+                        Ok(_) => accepted += 1,
+                        Err(DispatchError::TooManyStreams) => errors.push((
+                            ErrorCode::TooManyStreams,
+                            "stream limit reached: no new streams accepted".to_string(),
+                            (parsed.len() > 1).then_some(i),
+                        )),
+                    },
+                    Err(e) => errors.push((e.code, e.message.clone(), e.index)),
+                }
+            }
+            d.wake_workers();
+        }
+        self.publishers[key].accepted += accepted;
+        for (code, message, index) in errors {
+            self.reject(key, code, &message, index);
+        }
+    }
+
+    fn reject(&mut self, key: usize, code: ErrorCode, message: &str, index: Option<usize>) {
+        self.shared.stats.ingest.messages_rejected.inc();
+        let p = &mut self.publishers[key];
+        p.rejected += 1;
+        p.conn.send(outbound::error(None, code, message, index));
+    }
+}

@@ -1,0 +1,288 @@
+//! One network connection from accept to drop: the HTTP request head, the upgrade to WebSocket
+//! (tungstenite in charge of reading frames, pongs and closes), plain HTTP replies, and the
+//! closing states. The owner (a worker or the ingest thread) decides what requests mean.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+use tungstenite::error::{CapacityError, ProtocolError};
+use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Error as WsError, Message};
+
+use super::http::{self, HeadError, RequestHead};
+use super::outqueue::{OutQueue, WriteReport};
+use crate::protocol::CloseCode;
+
+/// Bytes read per `read` while the request head is incomplete.
+const HEAD_READ_CHUNK: usize = 1024;
+
+/// The socket as tungstenite sees it: reads come from the socket, writes go to the output
+/// queue (whole frames, since tungstenite's write buffer size is 0), and `flush` is a no-op:
+/// the owner writes the queue once per loop turn.
+#[derive(Debug)]
+pub struct ConnIo {
+    /// The socket.
+    pub sock: TcpStream,
+    /// Frames waiting to be written.
+    pub out: OutQueue,
+    /// Bytes read from the socket.
+    pub bytes_in: u64,
+}
+
+impl Read for ConnIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.bytes_in += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for ConnIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.push(Bytes::copy_from_slice(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Reading the request head; the bytes so far.
+    Head(Vec<u8>),
+    /// The head is complete and waits for the owner's decision; the bytes read so far.
+    Routed(Vec<u8>),
+    /// WebSocket open, or in its closing handshake.
+    Open(Box<WebSocketContext>),
+    /// Final bytes are being written; then the write side is shut and reads are drained.
+    Lingering { shut: bool },
+    /// Nothing left: drop the connection.
+    Done,
+}
+
+/// What a read produced.
+#[derive(Debug)]
+pub enum ReadEvent {
+    /// A complete request head: the owner calls [`Conn::upgrade`] or [`Conn::respond`].
+    Head(RequestHead),
+    /// The request head was refused with this HTTP status (already queued).
+    Rejected(u16),
+    /// A WebSocket message (text, binary, ping, pong, or the peer's close).
+    Message(Message),
+    /// Nothing more to read now.
+    WouldBlock,
+    /// The peer closed, or the close handshake finished: flush and drop.
+    Closed,
+    /// The peer broke the protocol: the owner should [`Conn::fail`] with this code.
+    Failed(CloseCode, String),
+}
+
+/// A connection and its state.
+#[derive(Debug)]
+pub struct Conn {
+    io: ConnIo,
+    phase: Phase,
+    /// Peer address.
+    pub peer: SocketAddr,
+}
+
+impl Conn {
+    /// A freshly accepted connection, expecting a request head.
+    pub fn new(sock: TcpStream, peer: SocketAddr) -> Self {
+        Conn {
+            io: ConnIo {
+                sock,
+                out: OutQueue::new(),
+                bytes_in: 0,
+            },
+            phase: Phase::Head(Vec::new()),
+            peer,
+        }
+    }
+
+    /// The socket, for (re)registration.
+    pub fn socket(&mut self) -> &mut TcpStream {
+        &mut self.io.sock
+    }
+
+    /// The output queue.
+    pub fn out(&self) -> &OutQueue {
+        &self.io.out
+    }
+
+    /// Bytes read from the socket so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.io.bytes_in
+    }
+
+    /// Whether the WebSocket is open and may carry messages.
+    pub fn is_open(&self) -> bool {
+        matches!(&self.phase, Phase::Open(ctx) if ctx.can_write())
+    }
+
+    /// Whether the connection is finished and can be dropped.
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    /// Reads the next event. Call until [`ReadEvent::WouldBlock`] (edge-triggered readiness).
+    pub fn read_event(&mut self, max_head_bytes: usize, scratch: &mut [u8]) -> ReadEvent {
+        match &mut self.phase {
+            Phase::Head(buf) => {
+                let start = buf.len();
+                buf.resize(start + HEAD_READ_CHUNK, 0);
+                let r = self.io.read(&mut buf[start..]);
+                buf.truncate(start + *r.as_ref().unwrap_or(&0));
+                match r {
+                    Ok(0) => self.finish(),
+                    Ok(_) => match http::parse_head(buf, max_head_bytes) {
+                        Ok(None) => self.read_event(max_head_bytes, scratch),
+                        Ok(Some(head)) => {
+                            self.phase = Phase::Routed(std::mem::take(buf));
+                            ReadEvent::Head(head)
+                        }
+                        Err(HeadError::TooLarge) => self.reject(431, "request head too large"),
+                        Err(HeadError::Malformed) => self.reject(400, "malformed HTTP request"),
+                    },
+                    Err(e) if super::would_block(&e) => ReadEvent::WouldBlock,
+                    Err(e) if super::interrupted(&e) => self.read_event(max_head_bytes, scratch),
+                    Err(_) => self.finish(),
+                }
+            }
+            Phase::Routed(_) => ReadEvent::WouldBlock,
+            Phase::Open(ctx) => match ctx.read(&mut self.io) {
+                Ok(msg) => ReadEvent::Message(msg),
+                Err(WsError::Io(e)) if super::would_block(&e) => ReadEvent::WouldBlock,
+                Err(WsError::Io(e)) if super::interrupted(&e) => {
+                    self.read_event(max_head_bytes, scratch)
+                }
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_)) => {
+                    self.phase = Phase::Lingering { shut: false };
+                    ReadEvent::Closed
+                }
+                Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                    self.phase = Phase::Lingering { shut: false };
+                    ReadEvent::Closed
+                }
+                Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+                    ReadEvent::Failed(
+                        CloseCode::TooBig,
+                        format!("message of {size} bytes exceeds the limit of {max_size}"),
+                    )
+                }
+                Err(WsError::Capacity(e)) => ReadEvent::Failed(CloseCode::TooBig, e.to_string()),
+                Err(WsError::Utf8(_)) => {
+                    ReadEvent::Failed(CloseCode::InvalidPayload, "invalid UTF-8 in text".into())
+                }
+                Err(e) => ReadEvent::Failed(CloseCode::Protocol, e.to_string()),
+            },
+            Phase::Lingering { .. } => loop {
+                match self.io.read(scratch) {
+                    Ok(0) => {
+                        self.phase = Phase::Done;
+                        return ReadEvent::Closed;
+                    }
+                    Ok(_) => continue,
+                    Err(e) if super::interrupted(&e) => continue,
+                    Err(e) if super::would_block(&e) => return ReadEvent::WouldBlock,
+                    Err(_) => {
+                        self.phase = Phase::Done;
+                        return ReadEvent::Closed;
+                    }
+                }
+            },
+            Phase::Done => ReadEvent::Closed,
+        }
+    }
+
+    fn finish(&mut self) -> ReadEvent {
+        self.phase = Phase::Done;
+        ReadEvent::Closed
+    }
+
+    /// Completes the upgrade of a routed request: queues `101` and opens the WebSocket.
+    pub fn upgrade(&mut self, head: &RequestHead, key: &str, config: WebSocketConfig) {
+        let Phase::Routed(buf) = &mut self.phase else {
+            return;
+        };
+        let rest = buf.split_off(head.head_len.min(buf.len()));
+        self.io.out.push(http::upgrade_response(key));
+        let ctx = WebSocketContext::from_partially_read(rest, Role::Server, Some(config));
+        self.phase = Phase::Open(Box::new(ctx));
+    }
+
+    /// Queues a plain HTTP response and closes after it is written.
+    pub fn respond(&mut self, response: Bytes) {
+        self.io.out.push(response);
+        self.phase = Phase::Lingering { shut: false };
+    }
+
+    /// Queues a plain-text HTTP error and closes after it is written.
+    pub fn reject(&mut self, status: u16, message: &str) -> ReadEvent {
+        self.respond(http::error_response(status, message));
+        ReadEvent::Rejected(status)
+    }
+
+    /// Queues a text frame built by [`crate::protocol::outbound`]. Returns whether it was queued
+    /// (false once the WebSocket is closing).
+    #[inline]
+    pub fn send(&mut self, frame: Bytes) -> bool {
+        if self.is_open() {
+            self.io.out.push(frame);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Starts the close handshake with `code`; the connection ends when the peer answers.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        if let Phase::Open(ctx) = &mut self.phase {
+            let frame = CloseFrame {
+                code: WsCloseCode::from(code.as_u16()),
+                reason: reason.into(),
+            };
+            if ctx.close(&mut self.io, Some(frame)).is_err() {
+                self.phase = Phase::Lingering { shut: false };
+            }
+        } else if !matches!(self.phase, Phase::Done) {
+            self.phase = Phase::Lingering { shut: false };
+        }
+    }
+
+    /// Fails the WebSocket: queues a close frame with `code`, stops reading messages, and
+    /// ends the connection once the frame is written.
+    pub fn fail(&mut self, code: CloseCode, reason: &str) {
+        self.close(code, reason);
+        if !matches!(self.phase, Phase::Done) {
+            self.phase = Phase::Lingering { shut: false };
+        }
+    }
+
+    /// Writes pending output. When lingering and drained, shuts the write side; when the close
+    /// handshake is over and drained, the connection is done.
+    pub fn flush(&mut self) -> io::Result<WriteReport> {
+        let report = self.io.out.write_to(&mut self.io.sock)?;
+        if report.drained {
+            if let Phase::Lingering { shut } = &mut self.phase {
+                if !*shut {
+                    *shut = true;
+                    if self.io.sock.shutdown(Shutdown::Write).is_err() {
+                        self.phase = Phase::Done;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Marks the connection done (for errors the owner detects).
+    pub fn kill(&mut self) {
+        self.phase = Phase::Done;
+    }
+}

@@ -1,0 +1,17 @@
+//! Networking shared by workers and the ingest thread: listeners, HTTP request heads, output
+//! queues with vectored writes, and the WebSocket connection state machine.
+
+pub mod conn;
+pub mod http;
+pub mod listener;
+pub mod outqueue;
+
+/// Whether an I/O error means "try again when the socket is ready".
+pub fn would_block(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::WouldBlock
+}
+
+/// Whether an I/O error means "interrupted by a signal, retry now".
+pub fn interrupted(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::Interrupted
+}

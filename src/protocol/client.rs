@@ -1,0 +1,292 @@
+//! Parsing subscriber messages (`subscribe`, `unsubscribe`, `ping`, `heartbeat`, `getStats`)
+//! into requests, with the protocol's error code for anything malformed.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::ErrorCode;
+use crate::routing::filter::{FieldMatch, Filter};
+
+/// A request id as the client wrote it (a JSON number or string), echoed verbatim in replies.
+pub type RequestId = Box<RawValue>;
+
+/// A valid subscriber request.
+#[derive(Debug)]
+pub enum ClientRequest {
+    /// Add a filter.
+    Subscribe {
+        /// Echoed id.
+        id: Option<RequestId>,
+        /// The filter.
+        filter: Filter,
+    },
+    /// Remove a filter by id or by its fields.
+    Unsubscribe {
+        /// Echoed id.
+        id: Option<RequestId>,
+        /// Which filter.
+        target: UnsubscribeTarget,
+    },
+    /// JSON ping; answered with `pong`.
+    Ping {
+        /// Echoed id.
+        id: Option<RequestId>,
+    },
+    /// JSON heartbeat; answered with `heartbeat_ack`.
+    Heartbeat,
+    /// This connection's counters; answered with `stats`.
+    GetStats {
+        /// Echoed id.
+        id: Option<RequestId>,
+    },
+    /// A publish attempted on the subscriber listener.
+    Publish {
+        /// Echoed id.
+        id: Option<RequestId>,
+    },
+}
+
+/// Which filter an `unsubscribe` removes.
+#[derive(Debug)]
+pub enum UnsubscribeTarget {
+    /// By the `filterId` the `subscribed` reply gave.
+    FilterId(String),
+    /// By the same three fields (after normalisation).
+    Fields(Filter),
+}
+
+/// A request that cannot be served: the error reply to send.
+#[derive(Debug)]
+pub struct RequestError {
+    /// Echoed id, when the message had a usable one.
+    pub id: Option<RequestId>,
+    /// The protocol error code.
+    pub code: ErrorCode,
+    /// A human-readable reason.
+    pub message: String,
+}
+
+impl RequestError {
+    fn new(id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        RequestError {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Limits the parser enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseLimits {
+    /// Longest exchange, symbol or dataType name.
+    pub max_name_bytes: usize,
+}
+
+#[derive(Deserialize)]
+struct RawRequest<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    exchange: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    symbols: Option<&'a RawValue>,
+    #[serde(rename = "dataTypes", borrow, default)]
+    data_types: Option<&'a RawValue>,
+    #[serde(rename = "filterId", borrow, default)]
+    filter_id: Option<&'a RawValue>,
+}
+
+/// Parses one text message from a subscriber.
+pub fn parse_client(text: &str, limits: ParseLimits) -> Result<ClientRequest, RequestError> {
+    let raw: RawRequest = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => RequestError::new(
+            None,
+            ErrorCode::InvalidMessage,
+            "message must be a JSON object",
+        ),
+        _ => RequestError::new(None, ErrorCode::InvalidJson, format!("invalid JSON: {e}")),
+    })?;
+    let id = match raw.id {
+        None => None,
+        Some(v) => {
+            let t = v.get().as_bytes().first().copied().unwrap_or(b' ');
+            if t == b'"' || t == b'-' || t.is_ascii_digit() {
+                Some(v.to_owned())
+            } else {
+                return Err(RequestError::new(
+                    None,
+                    ErrorCode::InvalidMessage,
+                    "id must be a number or a string",
+                ));
+            }
+        }
+    };
+    let Some(kind) = raw.kind else {
+        return Err(RequestError::new(
+            id,
+            ErrorCode::InvalidMessage,
+            "missing field type",
+        ));
+    };
+    let Ok(kind) = serde_json::from_str::<std::borrow::Cow<str>>(kind.get()) else {
+        return Err(RequestError::new(
+            id,
+            ErrorCode::InvalidMessage,
+            "type must be a string",
+        ));
+    };
+    match &*kind {
+        "subscribe" => match parse_filter(&raw, limits) {
+            Ok(filter) => Ok(ClientRequest::Subscribe { id, filter }),
+            Err(m) => Err(RequestError::new(id, ErrorCode::InvalidMessage, m)),
+        },
+        "unsubscribe" => {
+            if let Some(fid) = raw.filter_id {
+                match serde_json::from_str::<String>(fid.get()) {
+                    Ok(s) => Ok(ClientRequest::Unsubscribe {
+                        id,
+                        target: UnsubscribeTarget::FilterId(s),
+                    }),
+                    Err(_) => Err(RequestError::new(
+                        id,
+                        ErrorCode::InvalidMessage,
+                        "filterId must be a string",
+                    )),
+                }
+            } else {
+                match parse_filter(&raw, limits) {
+                    Ok(f) => Ok(ClientRequest::Unsubscribe {
+                        id,
+                        target: UnsubscribeTarget::Fields(f),
+                    }),
+                    Err(m) => Err(RequestError::new(id, ErrorCode::InvalidMessage, m)),
+                }
+            }
+        }
+        "ping" => Ok(ClientRequest::Ping { id }),
+        "heartbeat" => Ok(ClientRequest::Heartbeat),
+        "getStats" => Ok(ClientRequest::GetStats { id }),
+        "publish" => Ok(ClientRequest::Publish { id }),
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            Err(RequestError::new(
+                id,
+                ErrorCode::UnknownType,
+                format!("unknown type `{shown}`"),
+            ))
+        }
+    }
+}
+
+fn parse_filter(raw: &RawRequest, limits: ParseLimits) -> Result<Filter, String> {
+    Ok(Filter {
+        exchange: parse_field("exchange", raw.exchange, limits)?,
+        symbols: parse_field("symbols", raw.symbols, limits)?,
+        data_types: parse_field("dataTypes", raw.data_types, limits)?,
+    })
+}
+
+fn parse_field(
+    name: &str,
+    value: Option<&RawValue>,
+    limits: ParseLimits,
+) -> Result<FieldMatch, String> {
+    let Some(value) = value else {
+        return Ok(FieldMatch::Any);
+    };
+    let names: Vec<String> = serde_json::from_str(value.get())
+        .map_err(|_| format!("{name} must be an array of strings"))?;
+    if names.is_empty() {
+        return Err(format!(
+            "{name} must not be empty (omit it or use [\"*\"] for all)"
+        ));
+    }
+    for n in &names {
+        if n.is_empty() {
+            return Err(format!("{name} must not hold an empty string"));
+        }
+        if n.len() > limits.max_name_bytes {
+            return Err(format!(
+                "{name} entries are at most {} bytes",
+                limits.max_name_bytes
+            ));
+        }
+    }
+    Ok(FieldMatch::from_names(names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: ParseLimits = ParseLimits { max_name_bytes: 16 };
+
+    fn err(text: &str) -> (ErrorCode, String) {
+        let e = parse_client(text, L).unwrap_err();
+        (e.code, e.message)
+    }
+
+    #[test]
+    fn subscribe_with_fields_and_wildcards() {
+        let r = parse_client(
+            r#"{"type":"subscribe","id":1,"exchange":["binance"],"symbols":["*"],"x":1}"#,
+            L,
+        )
+        .unwrap();
+        match r {
+            ClientRequest::Subscribe { id, filter } => {
+                assert_eq!(id.unwrap().get(), "1");
+                assert_eq!(filter.exchange.names(), vec!["binance"]);
+                assert_eq!(filter.symbols, FieldMatch::Any);
+                assert_eq!(filter.data_types, FieldMatch::Any);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_codes() {
+        assert_eq!(err("{nope").0, ErrorCode::InvalidJson);
+        assert_eq!(err("[1,2]").0, ErrorCode::InvalidMessage);
+        assert_eq!(err(r#"{"id":1}"#).0, ErrorCode::InvalidMessage);
+        assert_eq!(err(r#"{"type":"dance"}"#).0, ErrorCode::UnknownType);
+        assert_eq!(err(r#"{"type":5}"#).0, ErrorCode::InvalidMessage);
+        let (c, m) = err(r#"{"type":"subscribe","symbols":"BTC"}"#);
+        assert_eq!(
+            (c, m.as_str()),
+            (
+                ErrorCode::InvalidMessage,
+                "symbols must be an array of strings"
+            )
+        );
+        assert_eq!(
+            err(r#"{"type":"subscribe","symbols":[]}"#).0,
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            err(r#"{"type":"subscribe","symbols":["AAAAAAAAAAAAAAAAAAAAAAAAA"]}"#).0,
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            err(r#"{"type":"unsubscribe","filterId":3}"#).0,
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            err(r#"{"type":"ping","id":{"a":1}}"#).0,
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn ids_are_echoed_verbatim() {
+        match parse_client(r#"{"type":"ping","id":"abc"}"#, L).unwrap() {
+            ClientRequest::Ping { id } => assert_eq!(id.unwrap().get(), "\"abc\""),
+            other => panic!("{other:?}"),
+        }
+        let e = parse_client(r#"{"type":"nope","id":7}"#, L).unwrap_err();
+        assert_eq!(e.id.unwrap().get(), "7");
+    }
+}

@@ -1,0 +1,234 @@
+//! Encoding gateway-to-client messages as complete WebSocket text frames: data messages
+//! (encoded once per stream message, shared by every subscriber) and replies.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::frame::FrameBuilder;
+use super::ErrorCode;
+use crate::routing::filter::{Filter, StreamKey};
+
+/// The constant start of every data message of one stream, up to and including `"seq":`.
+pub fn data_prefix(key: &StreamKey) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(64 + key.exchange.len() + key.symbol.len());
+    out.extend_from_slice(br#"{"type":"data","exchange":"#);
+    write_json_str(&mut out, &key.exchange);
+    out.extend_from_slice(br#","symbol":"#);
+    write_json_str(&mut out, &key.symbol);
+    out.extend_from_slice(br#","dataType":"#);
+    write_json_str(&mut out, &key.data_type);
+    out.extend_from_slice(br#","seq":"#);
+    out.into_boxed_slice()
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Serialising a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Encodes one data message as a frame: `prefix` from [`data_prefix`], then seq, ts and the
+/// publisher's raw `data` bytes.
+pub fn data_frame(prefix: &[u8], seq: u64, ts_ms: u64, raw_data: &str) -> Bytes {
+    let mut b = FrameBuilder::with_capacity(prefix.len() + raw_data.len() + 40);
+    let p = b.payload();
+    p.extend_from_slice(prefix);
+    p.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    p.extend_from_slice(b",\"ts\":");
+    p.extend_from_slice(itoa::Buffer::new().format(ts_ms).as_bytes());
+    p.extend_from_slice(b",\"data\":");
+    p.extend_from_slice(raw_data.as_bytes());
+    p.push(b'}');
+    b.finish()
+}
+
+/// Serialises any reply as one text frame.
+pub fn json_frame<T: Serialize>(value: &T) -> Bytes {
+    let mut b = FrameBuilder::with_capacity(128);
+    // Our reply types serialise infallibly (no maps with non-string keys, no failing impls).
+    let _ = serde_json::to_writer(b.payload(), value);
+    b.finish()
+}
+
+#[derive(Serialize)]
+struct FilterReply<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+    #[serde(rename = "filterId")]
+    filter_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exchange: Option<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    symbols: Option<Vec<&'a str>>,
+    #[serde(rename = "dataTypes", skip_serializing_if = "Option::is_none")]
+    data_types: Option<Vec<&'a str>>,
+}
+
+/// `{"type":"subscribed",...}` with the normalised filter.
+pub fn subscribed(id: Option<&RawValue>, filter_id: &str, filter: &Filter) -> Bytes {
+    json_frame(&FilterReply {
+        kind: "subscribed",
+        id,
+        filter_id,
+        exchange: Some(filter.exchange.names()),
+        symbols: Some(filter.symbols.names()),
+        data_types: Some(filter.data_types.names()),
+    })
+}
+
+/// `{"type":"unsubscribed",...}`.
+pub fn unsubscribed(id: Option<&RawValue>, filter_id: &str) -> Bytes {
+    json_frame(&FilterReply {
+        kind: "unsubscribed",
+        id,
+        filter_id,
+        exchange: None,
+        symbols: None,
+        data_types: None,
+    })
+}
+
+#[derive(Serialize)]
+struct TimeReply<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+    ts: u64,
+}
+
+/// `{"type":"pong","id":..,"ts":..}`.
+pub fn pong(id: Option<&RawValue>, ts_ms: u64) -> Bytes {
+    json_frame(&TimeReply {
+        kind: "pong",
+        id,
+        ts: ts_ms,
+    })
+}
+
+/// `{"type":"heartbeat_ack","ts":..}`.
+pub fn heartbeat_ack(ts_ms: u64) -> Bytes {
+    json_frame(&TimeReply {
+        kind: "heartbeat_ack",
+        id: None,
+        ts: ts_ms,
+    })
+}
+
+#[derive(Serialize)]
+struct ErrorReply<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+    code: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+}
+
+/// `{"type":"error",...}`; `index` is the position in a publisher batch.
+pub fn error(id: Option<&RawValue>, code: ErrorCode, message: &str, index: Option<usize>) -> Bytes {
+    json_frame(&ErrorReply {
+        kind: "error",
+        id,
+        code: code.as_str(),
+        message,
+        index,
+    })
+}
+
+/// One connection's counters, the body of a `stats` reply.
+#[derive(Debug, Serialize, Default, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnStatsReply {
+    /// Connection id (as in the logs).
+    pub connection_id: u64,
+    /// Worker that owns the connection.
+    pub worker: usize,
+    /// When the connection opened, ms since the epoch.
+    pub connected_at: u64,
+    /// Messages received from the client.
+    pub messages_received: u64,
+    /// Bytes received from the client (WebSocket framing included).
+    pub bytes_received: u64,
+    /// Data messages queued for this connection.
+    pub data_messages_queued: u64,
+    /// Frames (data and replies) written to the socket in full.
+    pub frames_sent: u64,
+    /// Bytes written to the socket.
+    pub bytes_sent: u64,
+    /// Bytes queued and not yet written.
+    pub pending_bytes: u64,
+    /// Filters held.
+    pub filters: usize,
+    /// Streams currently matched by the filters.
+    pub streams: usize,
+    /// Error replies sent.
+    pub errors: u64,
+}
+
+#[derive(Serialize)]
+struct StatsReply<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+    #[serde(flatten)]
+    stats: &'a ConnStatsReply,
+}
+
+/// `{"type":"stats","id":..,...counters}`.
+pub fn stats(id: Option<&RawValue>, stats: &ConnStatsReply) -> Bytes {
+    json_frame(&StatsReply {
+        kind: "stats",
+        id,
+        stats,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(frame: &Bytes) -> serde_json::Value {
+        let hlen = crate::protocol::frame::header_len(frame.len() - 2);
+        serde_json::from_slice(&frame[hlen..]).unwrap()
+    }
+
+    #[test]
+    fn data_frame_is_valid_json_with_raw_data() {
+        let key = StreamKey::new("bin\"ance", "BTCUSDT", "trade");
+        let f = data_frame(
+            &data_prefix(&key),
+            42,
+            1_732_300_000_123,
+            r#"{"price":"1.0"}"#,
+        );
+        let v = payload(&f);
+        assert_eq!(v["exchange"], "bin\"ance");
+        assert_eq!(v["seq"], 42);
+        assert_eq!(v["ts"], 1_732_300_000_123u64);
+        assert_eq!(v["data"]["price"], "1.0");
+        assert!(std::str::from_utf8(&f[2..])
+            .unwrap()
+            .ends_with(r#""data":{"price":"1.0"}}"#));
+    }
+
+    #[test]
+    fn error_reply_shape() {
+        let id = RawValue::from_string("1".into()).unwrap();
+        let v = payload(&error(
+            Some(&id),
+            ErrorCode::NotFound,
+            "no such filter",
+            None,
+        ));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"error","id":1,"code":"NOT_FOUND","message":"no such filter"})
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! Parsing and validating publisher messages: one object per frame, or an array (a batch).
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::ErrorCode;
+
+/// A validated market-data message from a publisher, borrowing from the frame's text.
+#[derive(Debug)]
+pub struct PublishMsg<'a> {
+    /// Exchange name.
+    pub exchange: Cow<'a, str>,
+    /// Symbol.
+    pub symbol: Cow<'a, str>,
+    /// Data type.
+    pub data_type: Cow<'a, str>,
+    /// Publisher timestamp in ms, if given.
+    pub ts: Option<u64>,
+    /// The `data` value, byte for byte as the publisher wrote it.
+    pub data: &'a str,
+}
+
+/// Why a publisher message (or a whole frame) was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishError {
+    /// Position in the batch (None for a single message or a frame-level error).
+    pub index: Option<usize>,
+    /// The protocol error code.
+    pub code: ErrorCode,
+    /// A human-readable reason.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct RawPublish<'a> {
+    #[serde(borrow, default)]
+    exchange: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    symbol: Option<&'a RawValue>,
+    #[serde(rename = "dataType", borrow, default)]
+    data_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    ts: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// The messages of one frame: each valid message, or the error for it.
+pub type ParsedFrame<'a> = Vec<Result<PublishMsg<'a>, PublishError>>;
+
+/// Parses one publisher text frame. A frame that is not JSON at all is one error; in a batch,
+/// each element is validated on its own so that one bad element does not drop the others.
+pub fn parse_publish(text: &str, max_name_bytes: usize) -> Result<ParsedFrame<'_>, PublishError> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(frame_error)?;
+        if items.is_empty() {
+            return Err(PublishError {
+                index: None,
+                code: ErrorCode::InvalidMessage,
+                message: "empty batch".into(),
+            });
+        }
+        Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                parse_one(item.get(), max_name_bytes).map_err(|mut e| {
+                    e.index = Some(i);
+                    e
+                })
+            })
+            .collect())
+    } else {
+        Ok(vec![parse_one(text, max_name_bytes)])
+    }
+}
+
+fn frame_error(e: serde_json::Error) -> PublishError {
+    let code = match e.classify() {
+        serde_json::error::Category::Data => ErrorCode::InvalidMessage,
+        _ => ErrorCode::InvalidJson,
+    };
+    PublishError {
+        index: None,
+        code,
+        message: format!("invalid JSON: {e}"),
+    }
+}
+
+fn invalid(message: impl Into<String>) -> PublishError {
+    PublishError {
+        index: None,
+        code: ErrorCode::InvalidMessage,
+        message: message.into(),
+    }
+}
+
+fn parse_one(text: &str, max_name_bytes: usize) -> Result<PublishMsg<'_>, PublishError> {
+    let raw: RawPublish = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => invalid("message must be a JSON object"),
+        _ => frame_error(e),
+    })?;
+    let exchange = name_field("exchange", raw.exchange, max_name_bytes)?;
+    let symbol = name_field("symbol", raw.symbol, max_name_bytes)?;
+    let data_type = name_field("dataType", raw.data_type, max_name_bytes)?;
+    let ts = match raw.ts {
+        None => None,
+        Some(v) if v.get() == "null" => None,
+        Some(v) => Some(
+            serde_json::from_str::<u64>(v.get())
+                .map_err(|_| invalid("ts must be a non-negative integer (ms since the epoch)"))?,
+        ),
+    };
+    let data = match raw.data {
+        Some(v) => v.get(),
+        None => return Err(invalid("missing field data")),
+    };
+    Ok(PublishMsg {
+        exchange,
+        symbol,
+        data_type,
+        ts,
+        data,
+    })
+}
+
+fn name_field<'a>(
+    name: &str,
+    value: Option<&'a RawValue>,
+    max: usize,
+) -> Result<Cow<'a, str>, PublishError> {
+    let Some(v) = value else {
+        return Err(invalid(format!("missing field {name}")));
+    };
+    let s: Cow<'a, str> = serde_json::from_str(v.get())
+        .map_err(|_| invalid(format!("{name} must be a non-empty string")))?;
+    if s.is_empty() {
+        return Err(invalid(format!("{name} must be a non-empty string")));
+    }
+    if s.len() > max {
+        return Err(invalid(format!("{name} is at most {max} bytes")));
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return Err(invalid(format!("{name} must not hold control characters")));
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_message_keeps_data_verbatim() {
+        let text = r#"{"exchange":"binance","symbol":"BTCUSDT","dataType":"trade","ts":5,"data":{"price":"1.10", "q" : 2}}"#;
+        let msgs = parse_publish(text, 64).unwrap();
+        let m = msgs[0].as_ref().unwrap();
+        assert_eq!(m.data, r#"{"price":"1.10", "q" : 2}"#);
+        assert_eq!((m.ts, &*m.symbol), (Some(5), "BTCUSDT"));
+    }
+
+    #[test]
+    fn batch_validates_each_element() {
+        let text = r#"[{"exchange":"a","symbol":"b","dataType":"c","data":1},
+                      {"exchange":"","symbol":"b","dataType":"c","data":1},
+                      {"exchange":"a","symbol":"b","dataType":"c"},
+                      7]"#;
+        let msgs = parse_publish(text, 64).unwrap();
+        assert!(msgs[0].is_ok());
+        let e1 = msgs[1].as_ref().unwrap_err();
+        assert_eq!(
+            (e1.index, e1.message.as_str()),
+            (Some(1), "exchange must be a non-empty string")
+        );
+        assert_eq!(msgs[2].as_ref().unwrap_err().message, "missing field data");
+        assert_eq!(
+            msgs[3].as_ref().unwrap_err().code,
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn frame_level_errors() {
+        let single = parse_publish("{oops", 64).unwrap();
+        assert_eq!(single[0].as_ref().unwrap_err().code, ErrorCode::InvalidJson);
+        assert_eq!(
+            parse_publish("[1,", 64).unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            parse_publish("[]", 64).unwrap_err().code,
+            ErrorCode::InvalidMessage
+        );
+        let r = parse_publish("42", 64).unwrap();
+        assert_eq!(r[0].as_ref().unwrap_err().code, ErrorCode::InvalidMessage);
+        let r = parse_publish(
+            r#"{"exchange":"a","symbol":"b","dataType":"c","ts":-1,"data":1}"#,
+            64,
+        )
+        .unwrap();
+        assert!(r[0].as_ref().unwrap_err().message.starts_with("ts must be"));
+    }
+}

@@ -1,0 +1,285 @@
+//! A worker's stream → subscribers index and each connection's subscriptions, kept in step so
+//! that a data message costs only its subscribers, and each reaches a connection once.
+
+use std::sync::Arc;
+
+use super::filter::{Filter, StreamKey};
+
+/// Dense stream number assigned by the sequencer (0, 1, 2, ...).
+pub type StreamId = u32;
+
+/// One known stream and the connections (slab keys) that receive it.
+#[derive(Debug)]
+pub struct StreamEntry {
+    /// The stream's identity.
+    pub key: Arc<StreamKey>,
+    /// Slab keys of subscribed connections, each once.
+    pub subscribers: Vec<usize>,
+}
+
+/// Every stream the worker has seen, indexed by [`StreamId`].
+#[derive(Debug, Default)]
+pub struct StreamTable {
+    entries: Vec<Option<StreamEntry>>,
+}
+
+impl StreamTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The entry of a known stream.
+    #[inline]
+    pub fn get(&self, id: StreamId) -> Option<&StreamEntry> {
+        self.entries.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// Whether the stream is known.
+    #[inline]
+    pub fn contains(&self, id: StreamId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Adds a stream seen for the first time; `subscribers` are the connections whose filters
+    /// match it.
+    pub fn insert(&mut self, id: StreamId, key: Arc<StreamKey>, subscribers: Vec<usize>) {
+        let i = id as usize;
+        if self.entries.len() <= i {
+            self.entries.resize_with(i + 1, || None);
+        }
+        self.entries[i] = Some(StreamEntry { key, subscribers });
+    }
+
+    /// Known streams in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (StreamId, &StreamEntry)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (i as StreamId, e)))
+    }
+
+    /// Number of known streams.
+    pub fn len(&self) -> usize {
+        self.entries.iter().filter(|e| e.is_some()).count()
+    }
+
+    /// Whether no stream is known.
+    pub fn is_empty(&self) -> bool {
+        self.entries.iter().all(Option::is_none)
+    }
+
+    fn add_subscriber(&mut self, id: StreamId, conn: usize) {
+        if let Some(Some(e)) = self.entries.get_mut(id as usize) {
+            e.subscribers.push(conn);
+        }
+    }
+
+    fn remove_subscriber(&mut self, id: StreamId, conn: usize) {
+        if let Some(Some(e)) = self.entries.get_mut(id as usize) {
+            if let Some(pos) = e.subscribers.iter().position(|&c| c == conn) {
+                e.subscribers.swap_remove(pos);
+            }
+        }
+    }
+}
+
+/// Why a subscribe was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// The connection holds the maximum number of filters.
+    TooMany,
+}
+
+/// One connection's filters and the streams they currently match.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    filters: Vec<(u32, Filter)>,
+    /// Sorted stream ids matched by at least one filter (the connection is in their
+    /// subscriber lists).
+    streams: Vec<StreamId>,
+    next_filter: u32,
+}
+
+/// The id a client sees for filter number `n`.
+pub fn filter_id(n: u32) -> String {
+    format!("f{n}")
+}
+
+fn parse_filter_id(id: &str) -> Option<u32> {
+    id.strip_prefix('f')?.parse().ok()
+}
+
+impl Subscriptions {
+    /// Number of filters.
+    pub fn filter_count(&self) -> usize {
+        self.filters.len()
+    }
+
+    /// Number of matched streams.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Whether any filter matches `key`.
+    pub fn matches(&self, key: &StreamKey) -> bool {
+        self.filters.iter().any(|(_, f)| f.matches(key))
+    }
+
+    /// Adds a filter (or returns the id of an identical one already held) and subscribes the
+    /// connection `conn` to every known stream it newly matches. Returns the filter number and
+    /// whether it is new.
+    pub fn subscribe(
+        &mut self,
+        table: &mut StreamTable,
+        conn: usize,
+        filter: Filter,
+        max_filters: usize,
+    ) -> Result<(u32, bool), SubscribeError> {
+        if let Some((n, _)) = self.filters.iter().find(|(_, f)| *f == filter) {
+            return Ok((*n, false));
+        }
+        if self.filters.len() >= max_filters {
+            return Err(SubscribeError::TooMany);
+        }
+        self.next_filter += 1;
+        let n = self.next_filter;
+        let mut added = Vec::new();
+        for (id, entry) in table.iter() {
+            if filter.matches(&entry.key) && self.streams.binary_search(&id).is_err() {
+                added.push(id);
+            }
+        }
+        for &id in &added {
+            table.add_subscriber(id, conn);
+        }
+        if !added.is_empty() {
+            self.streams.extend_from_slice(&added);
+            self.streams.sort_unstable();
+        }
+        self.filters.push((n, filter));
+        Ok((n, true))
+    }
+
+    /// Finds the number of the filter equal to `filter`.
+    pub fn find(&self, filter: &Filter) -> Option<u32> {
+        self.filters
+            .iter()
+            .find(|(_, f)| f == filter)
+            .map(|(n, _)| *n)
+    }
+
+    /// Finds a filter by the id a client sends (`"f3"`).
+    pub fn find_id(&self, id: &str) -> Option<u32> {
+        let n = parse_filter_id(id)?;
+        self.filters.iter().any(|(m, _)| *m == n).then_some(n)
+    }
+
+    /// Removes filter `n` and unsubscribes `conn` from the streams no other filter matches.
+    /// Returns whether the filter existed.
+    pub fn unsubscribe(&mut self, table: &mut StreamTable, conn: usize, n: u32) -> bool {
+        let Some(pos) = self.filters.iter().position(|(m, _)| *m == n) else {
+            return false;
+        };
+        let (_, removed) = self.filters.remove(pos);
+        let filters = &self.filters;
+        self.streams.retain(|&id| {
+            let Some(entry) = table.get(id) else {
+                return false;
+            };
+            if !removed.matches(&entry.key) || filters.iter().any(|(_, f)| f.matches(&entry.key)) {
+                return true;
+            }
+            table.remove_subscriber(id, conn);
+            false
+        });
+        true
+    }
+
+    /// Records that `conn` was added to the subscribers of the new stream `id` (by the worker,
+    /// when a stream first appears and [`matches`](Self::matches) said yes).
+    pub fn note_new_stream(&mut self, id: StreamId) {
+        match self.streams.binary_search(&id) {
+            Ok(_) => {}
+            Err(pos) => self.streams.insert(pos, id),
+        }
+    }
+
+    /// Removes `conn` from every subscriber list (the connection is going away).
+    pub fn clear(&mut self, table: &mut StreamTable, conn: usize) {
+        for &id in &self.streams {
+            table.remove_subscriber(id, conn);
+        }
+        self.streams = Vec::new();
+        self.filters = Vec::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::filter::FieldMatch;
+
+    fn f(ex: &[&str], sy: &[&str], dt: &[&str]) -> Filter {
+        let m = |v: &[&str]| {
+            if v.is_empty() {
+                FieldMatch::Any
+            } else {
+                FieldMatch::from_names(v.iter().map(|s| s.to_string()).collect())
+            }
+        };
+        Filter {
+            exchange: m(ex),
+            symbols: m(sy),
+            data_types: m(dt),
+        }
+    }
+
+    fn table() -> StreamTable {
+        let mut t = StreamTable::new();
+        t.insert(0, StreamKey::new("binance", "BTC", "trade"), vec![]);
+        t.insert(1, StreamKey::new("binance", "ETH", "trade"), vec![]);
+        t.insert(2, StreamKey::new("kraken", "BTC", "ticker"), vec![]);
+        t
+    }
+
+    #[test]
+    fn overlapping_filters_subscribe_once_and_unsubscribe_keeps_the_rest() {
+        let mut t = table();
+        let mut s = Subscriptions::default();
+        let (a, _) = s
+            .subscribe(&mut t, 7, f(&["binance"], &[], &[]), 10)
+            .unwrap();
+        let (b, _) = s.subscribe(&mut t, 7, f(&[], &["BTC"], &[]), 10).unwrap();
+        assert_eq!(t.get(0).unwrap().subscribers, vec![7]);
+        assert_eq!(t.get(2).unwrap().subscribers, vec![7]);
+        assert_eq!(s.stream_count(), 3);
+        assert!(s.unsubscribe(&mut t, 7, a));
+        // BTC on binance is still matched by filter b.
+        assert_eq!(t.get(0).unwrap().subscribers, vec![7]);
+        assert!(t.get(1).unwrap().subscribers.is_empty());
+        assert!(s.unsubscribe(&mut t, 7, b));
+        assert!(!s.unsubscribe(&mut t, 7, b));
+        assert!(t.iter().all(|(_, e)| e.subscribers.is_empty()));
+    }
+
+    #[test]
+    fn identical_filter_returns_the_same_id_and_limits_apply() {
+        let mut t = table();
+        let mut s = Subscriptions::default();
+        let (a, new_a) = s.subscribe(&mut t, 1, f(&["kraken"], &[], &[]), 1).unwrap();
+        let (b, new_b) = s
+            .subscribe(&mut t, 1, f(&["kraken"], &["*"], &[]), 1)
+            .unwrap();
+        assert_eq!((a, new_a, new_b), (b, true, false));
+        assert_eq!(
+            s.subscribe(&mut t, 1, f(&[], &[], &[]), 1),
+            Err(SubscribeError::TooMany)
+        );
+        assert_eq!(s.find_id("f1"), Some(1));
+        assert_eq!(s.find_id("f2"), None);
+        assert_eq!(s.find_id("x"), None);
+        s.clear(&mut t, 1);
+        assert!(t.get(2).unwrap().subscribers.is_empty());
+    }
+}

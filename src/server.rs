@@ -1,0 +1,219 @@
+//! Starting and stopping the whole gateway: binds every listener, spawns the workers, the
+//! ingest thread, the synthetic feed and the admin thread, and hands back a [`ServerHandle`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use log::info;
+use mio::{Poll, Waker};
+use thiserror::Error;
+
+use crate::bus;
+use crate::config::{Config, ConfigError, FeedKind};
+use crate::ingest::{self, Dispatcher, IngestServer};
+use crate::net::listener;
+use crate::shared::Shared;
+use crate::stats::Snapshot;
+use crate::worker::{self, Worker};
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound (address in use, permission).
+    #[error("cannot bind the {listener} listener on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        listener: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Creating a poll, waker or thread failed.
+    #[error("cannot start {what}: {source}")]
+    Io {
+        /// What was being started.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
+    move |source| StartError::Io { what, source }
+}
+
+/// A running gateway. Dropping it shuts it down.
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    wakers: Vec<Arc<Waker>>,
+    public_addr: Option<SocketAddr>,
+    ingest_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+}
+
+fn bind(
+    name: &'static str,
+    addr: SocketAddr,
+    count: usize,
+    backlog: i32,
+) -> Result<Vec<mio::net::TcpListener>, StartError> {
+    listener::bind_group(addr, count, backlog).map_err(|source| StartError::Bind {
+        listener: name,
+        addr,
+        source,
+    })
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .map_err(io_err("a thread"))
+}
+
+impl ServerHandle {
+    /// Binds every listener and starts every thread.
+    pub fn start(config: Config) -> Result<ServerHandle, StartError> {
+        config.validate()?;
+        let workers = config.worker_count();
+        let backlog = config.server.listen_backlog;
+        let public = match config.listen_addr()? {
+            Some(a) => bind("public", a, workers, backlog)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => (0..workers).map(|_| None).collect::<Vec<_>>(),
+        };
+        let ingest_listener = match config.ingest_addr()? {
+            Some(a) => bind("ingest", a, 1, backlog)?.pop(),
+            None => None,
+        };
+        let admin_listener = match config.admin_addr()? {
+            Some(a) => bind("admin", a, 1, backlog)?.pop(),
+            None => None,
+        };
+        let addr_of = |l: Option<&mio::net::TcpListener>| l.and_then(|l| l.local_addr().ok());
+        let public_addr = addr_of(public.first().and_then(Option::as_ref));
+        let ingest_addr = addr_of(ingest_listener.as_ref());
+        let admin_addr = addr_of(admin_listener.as_ref());
+
+        let shared = Arc::new(Shared::new(config, workers));
+        let mut handle = ServerHandle {
+            shared: shared.clone(),
+            threads: Vec::new(),
+            wakers: Vec::new(),
+            public_addr,
+            ingest_addr,
+            admin_addr,
+        };
+        let capacity = shared.config.server.worker_channel_capacity;
+        let mut links = Vec::new();
+        for (i, l) in public.into_iter().enumerate() {
+            let poll = Poll::new().map_err(io_err("a worker poll"))?;
+            let waker =
+                Arc::new(Waker::new(poll.registry(), worker::WAKER).map_err(io_err("a waker"))?);
+            let (link, inbox) = bus::inbox(capacity, waker.clone());
+            links.push(link);
+            handle.wakers.push(waker);
+            let w = Worker::new(i, poll, l, inbox, shared.clone()).map_err(io_err("a worker"))?;
+            handle
+                .threads
+                .push(spawn(format!("tickfan-worker-{i}"), move || w.run())?);
+        }
+        let max_streams = shared.config.limits.max_streams;
+        let dispatcher = Arc::new(Mutex::new(Dispatcher::new(
+            links,
+            shared.stats.ingest.clone(),
+            max_streams,
+        )));
+        if let Some(l) = ingest_listener {
+            let poll = Poll::new().map_err(io_err("the ingest poll"))?;
+            let waker =
+                Arc::new(Waker::new(poll.registry(), ingest::WAKER).map_err(io_err("a waker"))?);
+            handle.wakers.push(waker);
+            let server = IngestServer::new(poll, l, dispatcher.clone(), shared.clone())
+                .map_err(io_err("the ingest listener"))?;
+            handle
+                .threads
+                .push(spawn("tickfan-ingest".into(), move || server.run())?);
+        }
+        if let Some(l) = admin_listener {
+            let poll = Poll::new().map_err(io_err("the admin poll"))?;
+            let waker = Arc::new(
+                Waker::new(poll.registry(), crate::admin::WAKER).map_err(io_err("a waker"))?,
+            );
+            handle.wakers.push(waker);
+            let s = shared.clone();
+            handle.threads.push(spawn("tickfan-admin".into(), move || {
+                if let Err(e) = crate::admin::run(poll, l, s) {
+                    log::error!("admin listener stopped: {e}");
+                }
+            })?);
+        }
+        if shared.config.feed.source == Some(FeedKind::Synthetic) {
+            let (s, d) = (shared.clone(), dispatcher.clone());
+            handle.threads.push(spawn("tickfan-feed".into(), move || {
+                crate::feed::synthetic::run(s, d)
+            })?);
+        }
+        info!(
+            "tickfan started: {workers} workers, public {}, ingest {}, admin {}",
+            show(public_addr),
+            show(ingest_addr),
+            show(admin_addr)
+        );
+        Ok(handle)
+    }
+
+    /// The bound public address (`/ws`, `/health`), if that listener is on.
+    pub fn public_addr(&self) -> Option<SocketAddr> {
+        self.public_addr
+    }
+
+    /// The bound ingest address (`/publish`), if on.
+    pub fn ingest_addr(&self) -> Option<SocketAddr> {
+        self.ingest_addr
+    }
+
+    /// The bound admin address, if on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The counters summed now.
+    pub fn stats(&self) -> Snapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Stops every thread and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.request_shutdown();
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn show(a: Option<SocketAddr>) -> String {
+    a.map(|a| a.to_string()).unwrap_or_else(|| "off".into())
+}

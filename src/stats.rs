@@ -1,0 +1,255 @@
+//! Counters: each worker and the ingest side own theirs and are their only writers (relaxed
+//! atomics, no shared counter on the hot path); readers sum them into snapshots.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::protocol::ErrorCode;
+
+/// A counter or gauge written by one thread and read by any.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    /// Adds `n` (single writer: a load and a store, no locked instruction).
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+    /// Subtracts `n` (gauges).
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_sub(n),
+            Ordering::Relaxed,
+        );
+    }
+    /// Sets the value (gauges).
+    #[inline]
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+    /// Reads the value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One worker's counters.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Connections accepted on the public listener.
+    pub connections_accepted: Counter,
+    /// Connections currently open (any phase).
+    pub connections_active: Counter,
+    /// WebSocket upgrades completed.
+    pub handshakes: Counter,
+    /// WebSocket connections currently open.
+    pub websockets_active: Counter,
+    /// Plain HTTP requests answered (health, 404, 426, ...).
+    pub http_requests: Counter,
+    /// Connections closed.
+    pub connections_closed: Counter,
+    /// Sum of the lifetimes of closed connections, in ms.
+    pub closed_duration_ms: Counter,
+    /// Closes for protocol violations (1002, 1007, 1009).
+    pub closed_protocol: Counter,
+    /// Closes for repeated rate-limit abuse (1008).
+    pub closed_rate_limit: Counter,
+    /// Connections dropped on socket errors.
+    pub closed_io_error: Counter,
+    /// Application messages received from clients.
+    pub messages_received: Counter,
+    /// Data messages taken from the worker's channel.
+    pub data_in: Counter,
+    /// Data messages queued on connections (one per matching connection).
+    pub messages_forwarded: Counter,
+    /// Frames completely written to sockets.
+    pub frames_written: Counter,
+    /// Bytes written to sockets.
+    pub bytes_written: Counter,
+    /// `writev` calls.
+    pub write_syscalls: Counter,
+    /// Filters currently held by this worker's connections.
+    pub subscriptions_active: Counter,
+    /// Error replies by code (index: [`ErrorCode::index`]).
+    pub errors: [Counter; ErrorCode::ALL.len()],
+    /// Last time a client message or data message was handled, ms since the epoch.
+    pub last_activity_ms: Counter,
+    /// Loop turns, for liveness.
+    pub loop_turns: Counter,
+}
+
+/// Ingest-side counters (publishers, synthetic feed, dispatch to workers).
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Publisher connections open.
+    pub publishers_active: Counter,
+    /// Publisher connections accepted.
+    pub publishers_accepted: Counter,
+    /// Data messages accepted and sequenced.
+    pub messages_accepted: Counter,
+    /// Publisher messages rejected (invalid).
+    pub messages_rejected: Counter,
+    /// Messages not delivered to a worker because its channel was full, summed over workers.
+    pub dropped_channel_full: Counter,
+    /// Streams known.
+    pub streams: Counter,
+}
+
+/// Every counter of the process, shared read-only.
+#[derive(Debug)]
+pub struct StatsRegistry {
+    /// Per worker, by index.
+    pub workers: Vec<Arc<WorkerStats>>,
+    /// Ingest side.
+    pub ingest: Arc<IngestStats>,
+    /// Process start.
+    pub started: Instant,
+}
+
+/// A point-in-time sum over workers, for `/health`, `/stats` and the SIGUSR1 dump.
+#[derive(Debug, Serialize, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Seconds since start.
+    pub uptime: u64,
+    /// Connections accepted since start.
+    pub total_connections: u64,
+    /// Connections open now.
+    pub active_connections: u64,
+    /// Filters held now.
+    pub total_subscriptions: u64,
+    /// Mean lifetime of closed connections, in ms.
+    pub average_connection_duration: u64,
+    /// Data messages queued to subscribers.
+    pub messages_forwarded: u64,
+    /// Error replies sent plus protocol closes.
+    pub errors_encountered: u64,
+    /// Last activity, ms since the epoch.
+    pub last_activity: u64,
+    /// Frames written.
+    pub frames_written: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// writev calls.
+    pub write_syscalls: u64,
+    /// Data messages accepted from publishers and the feed.
+    pub messages_accepted: u64,
+    /// Publisher messages rejected.
+    pub messages_rejected: u64,
+    /// Messages dropped because a worker's channel was full.
+    pub dropped_channel_full: u64,
+    /// Streams known.
+    pub streams: u64,
+    /// Publishers connected.
+    pub publishers: u64,
+    /// Per worker: active connections and messages forwarded.
+    pub workers: Vec<WorkerSnapshot>,
+}
+
+/// One worker's share of a [`Snapshot`].
+#[derive(Debug, Serialize, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerSnapshot {
+    /// Worker index.
+    pub worker: usize,
+    /// Connections open.
+    pub active_connections: u64,
+    /// Connections accepted.
+    pub total_connections: u64,
+    /// Messages forwarded.
+    pub messages_forwarded: u64,
+    /// writev calls.
+    pub write_syscalls: u64,
+    /// Loop turns.
+    pub loop_turns: u64,
+}
+
+impl StatsRegistry {
+    /// A registry for `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        StatsRegistry {
+            workers: (0..workers)
+                .map(|_| Arc::new(WorkerStats::default()))
+                .collect(),
+            ingest: Arc::new(IngestStats::default()),
+            started: Instant::now(),
+        }
+    }
+
+    /// Sums every worker.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot {
+            uptime: self.started.elapsed().as_secs(),
+            ..Snapshot::default()
+        };
+        let mut closed = 0;
+        let mut closed_ms = 0;
+        for (i, w) in self.workers.iter().enumerate() {
+            s.total_connections += w.connections_accepted.get();
+            s.active_connections += w.connections_active.get();
+            s.total_subscriptions += w.subscriptions_active.get();
+            s.messages_forwarded += w.messages_forwarded.get();
+            s.errors_encountered += w.errors.iter().map(Counter::get).sum::<u64>()
+                + w.closed_protocol.get()
+                + w.closed_rate_limit.get();
+            s.last_activity = s.last_activity.max(w.last_activity_ms.get());
+            s.frames_written += w.frames_written.get();
+            s.bytes_written += w.bytes_written.get();
+            s.write_syscalls += w.write_syscalls.get();
+            closed += w.connections_closed.get();
+            closed_ms += w.closed_duration_ms.get();
+            s.workers.push(WorkerSnapshot {
+                worker: i,
+                active_connections: w.connections_active.get(),
+                total_connections: w.connections_accepted.get(),
+                messages_forwarded: w.messages_forwarded.get(),
+                write_syscalls: w.write_syscalls.get(),
+                loop_turns: w.loop_turns.get(),
+            });
+        }
+        s.average_connection_duration = closed_ms.checked_div(closed).unwrap_or(0);
+        let ing = &self.ingest;
+        s.messages_accepted = ing.messages_accepted.get();
+        s.messages_rejected = ing.messages_rejected.get();
+        s.dropped_channel_full = ing.dropped_channel_full.get();
+        s.streams = ing.streams.get();
+        s.publishers = ing.publishers_active.get();
+        s.errors_encountered += s.messages_rejected;
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_sums_workers() {
+        let r = StatsRegistry::new(2);
+        r.workers[0].connections_active.add(3);
+        r.workers[1].connections_active.add(4);
+        r.workers[1].connections_active.sub(1);
+        r.workers[0].connections_closed.add(2);
+        r.workers[0].closed_duration_ms.add(300);
+        r.workers[1].errors[ErrorCode::NotFound.index()].inc();
+        let s = r.snapshot();
+        assert_eq!(s.active_connections, 6);
+        assert_eq!(s.average_connection_duration, 150);
+        assert_eq!(s.errors_encountered, 1);
+        assert_eq!(s.workers.len(), 2);
+    }
+}

@@ -59,7 +59,7 @@ pub enum FeedKind {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Listener addresses and worker count.
@@ -202,17 +202,6 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            feed: FeedConfig::default(),
-            limits: LimitsConfig::default(),
-            log: LogConfig::default(),
         }
     }
 }

@@ -1,0 +1,111 @@
+//! Fan-out across workers and many subscribers: every matching message reaches every
+//! subscriber exactly once, in seq order.
+
+mod common;
+
+use common::{msg, start, wait_until, Client};
+use serde_json::json;
+
+/// Reads until the END marker; returns the (symbol, seq) pairs received before it.
+fn read_until_end(c: &mut Client) -> Vec<(String, u64)> {
+    let mut got = Vec::new();
+    loop {
+        let v = c.recv();
+        assert_eq!(v["type"], "data", "{v}");
+        let sym = v["symbol"].as_str().unwrap().to_string();
+        if sym == "END" {
+            return got;
+        }
+        got.push((sym, v["seq"].as_u64().unwrap()));
+    }
+}
+
+#[test]
+fn two_workers_both_deliver() {
+    let server = start(&["server.workers=2"]);
+    let mut clients = Vec::new();
+    // The kernel hashes connections to the workers' listeners: connect until both have some.
+    while clients.len() < 8
+        || server
+            .stats()
+            .workers
+            .iter()
+            .any(|w| w.active_connections == 0)
+    {
+        assert!(
+            clients.len() < 200,
+            "the kernel never picked the second worker"
+        );
+        let mut c = Client::subscriber(&server);
+        c.subscribe(1, &["x"], &[], &[]);
+        clients.push(c);
+    }
+    let mut p = Client::publisher(&server);
+    for i in 0..50 {
+        p.send(&msg("x", "A", "trade", json!(i)));
+    }
+    p.send(&msg("x", "END", "trade", json!(0)));
+    for c in clients.iter_mut() {
+        let got = read_until_end(c);
+        let seqs: Vec<u64> = got.iter().map(|(_, s)| *s).collect();
+        assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    }
+    let stats = server.stats();
+    assert!(
+        stats.workers.iter().all(|w| w.messages_forwarded > 0),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn five_hundred_subscribers_each_get_every_matching_message_once() {
+    const N: usize = 500;
+    let server = start(&["server.workers=2"]);
+    let mut clients: Vec<Client> = Vec::with_capacity(N);
+    for i in 0..N {
+        let mut c = Client::subscriber(&server);
+        if i % 2 == 0 {
+            c.subscribe(1, &["x"], &["A"], &["trade"]);
+        } else {
+            c.subscribe(1, &["x"], &[], &[]);
+        }
+        c.subscribe(2, &["x"], &["END"], &[]);
+        clients.push(c);
+    }
+    wait_until("all connected", || {
+        server.stats().active_connections == N as u64
+    });
+    let mut p = Client::publisher(&server);
+    for round in 0..50 {
+        let batch = json!([
+            msg("x", "A", "trade", json!(round)),
+            msg("x", "B", "trade", json!(round))
+        ]);
+        p.send(&batch);
+    }
+    p.send(&msg("x", "END", "trade", json!(0)));
+    for (i, c) in clients.iter_mut().enumerate() {
+        let got = read_until_end(c);
+        let a: Vec<u64> = got
+            .iter()
+            .filter(|(s, _)| s == "A")
+            .map(|(_, q)| *q)
+            .collect();
+        let b: Vec<u64> = got
+            .iter()
+            .filter(|(s, _)| s == "B")
+            .map(|(_, q)| *q)
+            .collect();
+        assert_eq!(a, (1..=50).collect::<Vec<_>>(), "client {i}");
+        let expect_b: Vec<u64> = if i % 2 == 0 {
+            vec![]
+        } else {
+            (1..=50).collect()
+        };
+        assert_eq!(b, expect_b, "client {i}");
+    }
+    let s = server.stats();
+    // 250 clients get 50 messages, 250 get 100, all 500 get END.
+    assert_eq!(s.messages_forwarded, 250 * 50 + 250 * 100 + 500);
+    assert_eq!(s.dropped_channel_full, 0);
+}

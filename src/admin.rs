@@ -68,7 +68,7 @@ pub fn run(poll: Poll, mut listener: TcpListener, shared: Arc<Shared>) -> io::Re
     let mut events = Events::with_capacity(64);
     let mut scratch = vec![0u8; 1024];
     let mut poll = poll;
-    while !shared.is_shutting_down() {
+    while !shared.is_stopped() {
         if let Err(e) = poll.poll(&mut events, None) {
             if crate::net::interrupted(&e) {
                 continue;

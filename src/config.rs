@@ -70,6 +70,74 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Heartbeats and connection timeouts.
+    pub heartbeat: HeartbeatConfig,
+    /// Output batching.
+    pub batch: BatchConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[heartbeat]`: liveness of connections.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// Silence from a client after which the server sends a WebSocket ping.
+    pub ping_interval_ms: u64,
+    /// Further silence after the ping before the connection is closed with 1001.
+    pub pong_timeout_ms: u64,
+    /// Time a new socket has to complete its HTTP request / WebSocket upgrade.
+    pub handshake_timeout_ms: u64,
+    /// Time a closing connection has to finish the close handshake before it is dropped.
+    pub close_timeout_ms: u64,
+}
+
+/// `[batch]`: coalescing a connection's data frames into fewer writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// How long a connection's first queued data frame may wait for company; 0 = write at the
+    /// end of every loop turn.
+    pub window_ms: u64,
+    /// Queued data frames that flush a connection at once.
+    pub max_messages: u32,
+    /// Queued bytes that flush a connection at once.
+    pub max_bytes: usize,
+}
+
+/// `[shutdown]`: graceful stop on SIGTERM/SIGINT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long to wait for close replies after sending close 1001 to everyone.
+    pub grace_ms: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            ping_interval_ms: 20_000,
+            pong_timeout_ms: 10_000,
+            handshake_timeout_ms: 10_000,
+            close_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            window_ms: 0,
+            max_messages: 10,
+            max_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { grace_ms: 5_000 }
+    }
 }
 
 /// `[server]`: listeners and threads.
@@ -130,6 +198,9 @@ pub struct LimitsConfig {
     pub rate_limit_strikes: u32,
     /// tungstenite read buffer per connection, in bytes.
     pub read_buffer_bytes: usize,
+    /// Close connections older than this with 1001 (plus a jitter of up to a tenth of it);
+    /// 0 = never.
+    pub max_lifetime_ms: u64,
 }
 
 /// `[log]`: logging.
@@ -194,6 +265,7 @@ impl Default for LimitsConfig {
             message_burst: 20,
             rate_limit_strikes: 20,
             read_buffer_bytes: 4096,
+            max_lifetime_ms: 0,
         }
     }
 }
@@ -392,6 +464,9 @@ impl Config {
             if v == 0 {
                 return Err(ConfigError::key(key, "must be greater than 0"));
             }
+        }
+        if self.batch.window_ms > 1_000 {
+            return Err(ConfigError::key("batch.window_ms", "at most 1000"));
         }
         if self.server.workers > 1024 {
             return Err(ConfigError::key("server.workers", "at most 1024"));

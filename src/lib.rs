@@ -20,6 +20,7 @@ pub mod routing;
 pub mod server;
 pub mod shared;
 pub mod stats;
+pub mod timer;
 pub mod worker;
 
 pub use config::{Config, ConfigBuilder};

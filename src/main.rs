@@ -122,9 +122,22 @@ fn main() -> anyhow::Result<()> {
         info!("publishers connect to ws://{addr}/publish");
     }
     if let Some(sig) = signals.forever().next() {
-        info!("signal {sig}: shutting down");
+        info!("signal {sig}: shutting down gracefully (a second signal exits at once)");
     }
-    handle.shutdown();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        handle.shutdown();
+        let _ = done_tx.send(());
+    });
+    loop {
+        if done_rx.recv_timeout(std::time::Duration::from_millis(50)).is_ok() {
+            break;
+        }
+        if let Some(sig) = signals.pending().next() {
+            log::warn!("second signal {sig}: exiting now");
+            std::process::exit(128 + sig);
+        }
+    }
     info!("stopped");
     Ok(())
 }

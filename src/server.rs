@@ -51,7 +51,10 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
 /// A running gateway. Dropping it shuts it down.
 pub struct ServerHandle {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    /// Feed and ingest threads (stopped first), workers, then the rest.
+    source_threads: Vec<JoinHandle<()>>,
+    worker_threads: Vec<JoinHandle<()>>,
+    other_threads: Vec<JoinHandle<()>>,
     wakers: Vec<Arc<Waker>>,
     public_addr: Option<SocketAddr>,
     ingest_addr: Option<SocketAddr>,
@@ -107,7 +110,9 @@ impl ServerHandle {
         let shared = Arc::new(Shared::new(config, workers));
         let mut handle = ServerHandle {
             shared: shared.clone(),
-            threads: Vec::new(),
+            source_threads: Vec::new(),
+            worker_threads: Vec::new(),
+            other_threads: Vec::new(),
             wakers: Vec::new(),
             public_addr,
             ingest_addr,
@@ -123,9 +128,7 @@ impl ServerHandle {
             links.push(link);
             handle.wakers.push(waker);
             let w = Worker::new(i, poll, l, inbox, shared.clone()).map_err(io_err("a worker"))?;
-            handle
-                .threads
-                .push(spawn(format!("tickfan-worker-{i}"), move || w.run())?);
+            handle.worker_threads.push(spawn(format!("tickfan-worker-{i}"), move || w.run())?);
         }
         let max_streams = shared.config.limits.max_streams;
         let dispatcher = Arc::new(Mutex::new(Dispatcher::new(
@@ -140,9 +143,7 @@ impl ServerHandle {
             handle.wakers.push(waker);
             let server = IngestServer::new(poll, l, dispatcher.clone(), shared.clone())
                 .map_err(io_err("the ingest listener"))?;
-            handle
-                .threads
-                .push(spawn("tickfan-ingest".into(), move || server.run())?);
+            handle.source_threads.push(spawn("tickfan-ingest".into(), move || server.run())?);
         }
         if let Some(l) = admin_listener {
             let poll = Poll::new().map_err(io_err("the admin poll"))?;
@@ -151,17 +152,21 @@ impl ServerHandle {
             );
             handle.wakers.push(waker);
             let s = shared.clone();
-            handle.threads.push(spawn("tickfan-admin".into(), move || {
-                if let Err(e) = crate::admin::run(poll, l, s) {
-                    log::error!("admin listener stopped: {e}");
-                }
-            })?);
+            handle
+                .other_threads
+                .push(spawn("tickfan-admin".into(), move || {
+                    if let Err(e) = crate::admin::run(poll, l, s) {
+                        log::error!("admin listener stopped: {e}");
+                    }
+                })?);
         }
         if shared.config.feed.source == Some(FeedKind::Synthetic) {
             let (s, d) = (shared.clone(), dispatcher.clone());
-            handle.threads.push(spawn("tickfan-feed".into(), move || {
-                crate::feed::synthetic::run(s, d)
-            })?);
+            handle
+                .source_threads
+                .push(spawn("tickfan-feed".into(), move || {
+                    crate::feed::synthetic::run(s, d)
+                })?);
         }
         info!(
             "tickfan started: {workers} workers, public {}, ingest {}, admin {}",
@@ -192,17 +197,33 @@ impl ServerHandle {
         self.shared.stats.snapshot()
     }
 
-    /// Stops every thread and waits for them.
+    /// Graceful shutdown: sources stop and publishers get close 1001, then workers deliver
+    /// what was accepted, stop accepting and close every subscriber with 1001, waiting up to
+    /// `shutdown.grace_ms` (in all) for close replies; then everything stops.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
-    fn stop(&mut self) {
-        self.shared.request_shutdown();
+    fn wake_all(&self) {
         for w in &self.wakers {
             let _ = w.wake();
         }
-        for t in self.threads.drain(..) {
+    }
+
+    fn stop(&mut self) {
+        self.shared.begin_ingest_drain();
+        self.wake_all();
+        for t in self.source_threads.drain(..) {
+            let _ = t.join();
+        }
+        self.shared.begin_worker_drain();
+        self.wake_all();
+        for t in self.worker_threads.drain(..) {
+            let _ = t.join();
+        }
+        self.shared.stop_all();
+        self.wake_all();
+        for t in self.other_threads.drain(..) {
             let _ = t.join();
         }
     }

@@ -68,8 +68,20 @@ pub struct WorkerStats {
     pub closed_protocol: Counter,
     /// Closes for repeated rate-limit abuse (1008).
     pub closed_rate_limit: Counter,
-    /// Connections dropped on socket errors.
+    /// Connections dropped on socket errors or lost without a close frame.
     pub closed_io_error: Counter,
+    /// Connections closed with 1001 after missing heartbeats.
+    pub closed_heartbeat_timeout: Counter,
+    /// Sockets dropped for not finishing the upgrade in time.
+    pub closed_handshake_timeout: Counter,
+    /// Connections dropped for not finishing the close handshake in time.
+    pub closed_close_timeout: Counter,
+    /// Connections closed with 1001 at `limits.max_lifetime_ms`.
+    pub closed_lifetime: Counter,
+    /// Connections closed with 1001 by a graceful shutdown.
+    pub closed_shutdown: Counter,
+    /// Heartbeat pings sent.
+    pub pings_sent: Counter,
     /// Application messages received from clients.
     pub messages_received: Counter,
     /// Data messages taken from the worker's channel.

@@ -128,6 +128,8 @@ fn synthetic_feed_flows_by_default_and_sigterm_exits_zero() {
         "off",
         "--workers",
         "1",
+        "--log-level",
+        "debug",
     ]);
     let stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(common::TIMEOUT)).unwrap();
@@ -151,6 +153,10 @@ fn synthetic_feed_flows_by_default_and_sigterm_exits_zero() {
         .status()
         .unwrap()
         .success());
+    // Every subscriber gets close 1001; answering it lets the server exit before the grace ends.
+    let close = c.recv_close().expect("close frame");
+    assert_eq!(u16::from(close.code), 1001);
+    assert_eq!(close.reason.as_str(), "server shutting down");
     let mut status = None;
     for _ in 0..100 {
         if let Some(s) = guard.0.try_wait().unwrap() {
@@ -159,7 +165,8 @@ fn synthetic_feed_flows_by_default_and_sigterm_exits_zero() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(status.expect("exited after SIGTERM").success());
+    seen.extend(logs.try_iter());
+    assert!(status.expect(&format!("exited after SIGTERM: {seen:#?}")).success());
     seen.extend(logs.try_iter());
     assert!(
         seen.iter().any(|l| l.contains("synthetic feed")),

@@ -169,7 +169,7 @@ pub fn run(shared: Arc<Shared>, dispatcher: Arc<Mutex<Dispatcher>>) {
     );
     let start = Instant::now();
     let mut sent: u64 = 0;
-    while !shared.is_shutting_down() {
+    while !shared.ingest_draining() && !shared.is_stopped() {
         std::thread::sleep(Duration::from_millis(TICK_MS));
         let due = start.elapsed().as_secs_f64() * config.rate_per_sec as f64;
         let now = now_ms();

@@ -5,6 +5,7 @@ pub mod dispatch;
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use log::{debug, info, warn};
 use mio::net::TcpListener;
@@ -36,7 +37,7 @@ struct Publisher {
 /// The ingest thread's state.
 pub struct IngestServer {
     poll: Poll,
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     publishers: Slab<Publisher>,
     dispatcher: Arc<Mutex<Dispatcher>>,
     shared: Arc<Shared>,
@@ -64,7 +65,7 @@ impl IngestServer {
             .max_frame_size(Some(max));
         Ok(IngestServer {
             poll,
-            listener,
+            listener: Some(listener),
             publishers: Slab::new(),
             dispatcher,
             shared,
@@ -74,11 +75,29 @@ impl IngestServer {
         })
     }
 
-    /// Runs until shutdown is requested.
+    /// Runs until shutdown: on a drain request it stops accepting, closes every publisher with
+    /// 1001 and returns when they are gone or the grace period is over.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
-        while !self.shared.is_shutting_down() {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+        let mut draining = false;
+        loop {
+            if self.shared.is_stopped() {
+                break;
+            }
+            if !draining && self.shared.ingest_draining() {
+                draining = true;
+                self.begin_drain();
+            }
+            let mut timeout = None;
+            if draining {
+                let deadline = self.shared.grace_deadline().unwrap_or_else(Instant::now);
+                let left = deadline.saturating_duration_since(Instant::now());
+                if self.publishers.is_empty() || left.is_zero() {
+                    break;
+                }
+                timeout = Some(left);
+            }
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if crate::net::interrupted(&e) {
                     continue;
                 }
@@ -93,12 +112,38 @@ impl IngestServer {
                 }
             }
         }
-        info!("ingest stopped with {} publishers", self.publishers.len());
+        match self.publishers.len() {
+            0 => info!("ingest stopped"),
+            n => warn!("ingest stopped with {n} publishers that did not finish closing"),
+        }
+    }
+
+    fn begin_drain(&mut self) {
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let keys: Vec<usize> = self.publishers.iter().map(|(k, _)| k).collect();
+        info!(
+            "ingest: draining, close 1001 sent to {} publishers",
+            keys.len()
+        );
+        for k in keys {
+            let p = &mut self.publishers[k];
+            if p.conn.in_handshake() {
+                p.conn.kill();
+            } else {
+                p.conn.close(CloseCode::GoingAway, "server shutting down");
+            }
+            self.settle(k);
+        }
     }
 
     fn accept_all(&mut self) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
         loop {
-            match self.listener.accept() {
+            match listener.accept() {
                 Ok((mut sock, peer)) => {
                     let _ = sock.set_nodelay(true);
                     let entry = self.publishers.vacant_entry();
@@ -175,6 +220,11 @@ impl IngestServer {
                 }
             }
         }
+        self.settle(key);
+    }
+
+    /// Writes a publisher's pending output and drops it when finished.
+    fn settle(&mut self, key: usize) {
         let Some(p) = self.publishers.get_mut(key) else {
             return;
         };

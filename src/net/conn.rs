@@ -59,8 +59,10 @@ enum Phase {
     Routed(Vec<u8>),
     /// WebSocket open, or in its closing handshake.
     Open(Box<WebSocketContext>),
-    /// Final bytes are being written; then the write side is shut and reads are drained.
-    Lingering { shut: bool },
+    /// Final bytes are being written; then the write side is shut, and either the connection
+    /// is done (`wait_eof: false`, after a completed close handshake) or input is discarded until
+    /// the peer closes (after an HTTP response or a failure, so unread input causes no reset).
+    Lingering { shut: bool, wait_eof: bool },
     /// Nothing left: drop the connection.
     Done,
 }
@@ -125,6 +127,35 @@ impl Conn {
         matches!(&self.phase, Phase::Open(ctx) if ctx.can_write())
     }
 
+    /// Whether a close is under way (close frame sent or received, or lingering).
+    pub fn is_closing(&self) -> bool {
+        match &self.phase {
+            Phase::Open(ctx) => !ctx.can_write(),
+            Phase::Lingering { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the request head is still being read or routed (no upgrade yet).
+    pub fn in_handshake(&self) -> bool {
+        matches!(self.phase, Phase::Head(_) | Phase::Routed(_))
+    }
+
+    /// Queues a WebSocket ping frame (heartbeat). Returns whether it was queued.
+    pub fn ping(&mut self) -> bool {
+        match &mut self.phase {
+            Phase::Open(ctx) if ctx.can_write() => ctx
+                .write(&mut self.io, Message::Ping(Bytes::from_static(b"tickfan")))
+                .is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Whether a flush has work: queued bytes, or a lingering write side still to shut.
+    pub fn needs_flush(&self) -> bool {
+        !self.io.out.is_empty() || matches!(self.phase, Phase::Lingering { shut: false, .. })
+    }
+
     /// Whether the connection is finished and can be dropped.
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done)
@@ -161,12 +192,13 @@ impl Conn {
                 Err(WsError::Io(e)) if super::interrupted(&e) => {
                     self.read_event(max_head_bytes, scratch)
                 }
-                Err(WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_)) => {
-                    self.phase = Phase::Lingering { shut: false };
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                    self.phase = Phase::Lingering { shut: false, wait_eof: false };
                     ReadEvent::Closed
                 }
-                Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-                    self.phase = Phase::Lingering { shut: false };
+                Err(WsError::Io(_))
+                | Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                    self.phase = Phase::Done;
                     ReadEvent::Closed
                 }
                 Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
@@ -219,7 +251,7 @@ impl Conn {
     /// Queues a plain HTTP response and closes after it is written.
     pub fn respond(&mut self, response: Bytes) {
         self.io.out.push(response);
-        self.phase = Phase::Lingering { shut: false };
+        self.phase = Phase::Lingering { shut: false, wait_eof: true };
     }
 
     /// Queues a plain-text HTTP error and closes after it is written.
@@ -248,10 +280,10 @@ impl Conn {
                 reason: reason.into(),
             };
             if ctx.close(&mut self.io, Some(frame)).is_err() {
-                self.phase = Phase::Lingering { shut: false };
+                self.phase = Phase::Lingering { shut: false, wait_eof: true };
             }
         } else if !matches!(self.phase, Phase::Done) {
-            self.phase = Phase::Lingering { shut: false };
+            self.phase = Phase::Lingering { shut: false, wait_eof: true };
         }
     }
 
@@ -260,7 +292,7 @@ impl Conn {
     pub fn fail(&mut self, code: CloseCode, reason: &str) {
         self.close(code, reason);
         if !matches!(self.phase, Phase::Done) {
-            self.phase = Phase::Lingering { shut: false };
+            self.phase = Phase::Lingering { shut: false, wait_eof: true };
         }
     }
 
@@ -269,8 +301,10 @@ impl Conn {
     pub fn flush(&mut self) -> io::Result<WriteReport> {
         let report = self.io.out.write_to(&mut self.io.sock)?;
         if report.drained {
-            if let Phase::Lingering { shut } = &mut self.phase {
-                if !*shut {
+            if let Phase::Lingering { shut, wait_eof } = &mut self.phase {
+                if !*wait_eof {
+                    self.phase = Phase::Done;
+                } else if !*shut {
                     *shut = true;
                     if self.io.sock.shutdown(Shutdown::Write).is_err() {
                         self.phase = Phase::Done;

@@ -1,13 +1,14 @@
 //! A worker thread: one mio poll loop that alone owns a slab of subscriber sessions, the
-//! stream → subscribers index, and its counters. Data arrives on its inbox; everything queued
-//! in a loop turn is written before the next poll.
+//! stream → subscribers index, a timer wheel and its counters. Data arrives on its inbox;
+//! everything due in a loop turn is written before the next poll.
 
+mod lifecycle;
 mod requests;
 pub mod session;
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::TcpListener;
@@ -18,8 +19,10 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::bus::{DataMsg, WorkerInbox, WorkerMsg};
 use crate::net::conn::{Conn, ReadEvent};
 use crate::routing::StreamTable;
-use crate::shared::{now_ms, Shared};
+use crate::shared::Shared;
 use crate::stats::WorkerStats;
+use crate::timer::TimerWheel;
+use lifecycle::{Timer, TimerKind};
 use session::Session;
 
 /// Token of the worker's listener.
@@ -40,11 +43,17 @@ pub struct Worker {
     sessions: Slab<Session>,
     streams: StreamTable,
     dirty: Vec<usize>,
+    timers: TimerWheel<Timer>,
+    fired: Vec<Timer>,
     stats: Arc<WorkerStats>,
     shared: Arc<Shared>,
     ws_config: WebSocketConfig,
     scratch: Vec<u8>,
     next_conn: u64,
+    clock_start: Instant,
+    /// Worker clock: ms since the worker started, updated after every poll.
+    now: u64,
+    draining: bool,
 }
 
 impl Worker {
@@ -75,21 +84,46 @@ impl Worker {
             sessions: Slab::new(),
             streams: StreamTable::new(),
             dirty: Vec::new(),
+            timers: TimerWheel::new(0),
+            fired: Vec::new(),
             stats: shared.stats.workers[index].clone(),
             shared,
             ws_config,
             scratch: vec![0; SCRATCH_BYTES],
             next_conn: 0,
+            clock_start: Instant::now(),
+            now: 0,
+            draining: false,
         })
     }
 
-    /// Runs the loop until shutdown is requested.
+    fn tick_clock(&mut self) {
+        self.now = self.clock_start.elapsed().as_millis() as u64;
+    }
+
+    /// Runs the loop until shutdown: on a drain request it stops accepting, closes every
+    /// session with 1001 and returns when they are gone or the grace period is over.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut backlog = false;
         info!("worker {} started", self.index);
-        while !self.shared.is_shutting_down() {
-            let timeout = if backlog { Some(Duration::ZERO) } else { None };
+        loop {
+            if self.shared.is_stopped() {
+                break;
+            }
+            if !self.draining && self.shared.workers_draining() {
+                self.begin_drain();
+            }
+            if self.draining {
+                let over = self
+                    .shared
+                    .grace_deadline()
+                    .is_none_or(|d| Instant::now() >= d);
+                if self.sessions.is_empty() || over {
+                    break;
+                }
+            }
+            let timeout = self.poll_timeout(backlog);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if crate::net::interrupted(&e) {
                     continue;
@@ -97,6 +131,7 @@ impl Worker {
                 warn!("worker {}: poll failed: {e}", self.index);
                 break;
             }
+            self.tick_clock();
             self.stats.loop_turns.inc();
             backlog = false;
             for ev in events.iter() {
@@ -112,10 +147,24 @@ impl Worker {
             if backlog {
                 backlog = self.drain_inbox();
             }
+            self.run_timers();
             self.flush_dirty();
         }
-        let open = self.sessions.len();
-        info!("worker {} stopped with {open} connections", self.index);
+        self.report_unfinished();
+    }
+
+    fn poll_timeout(&self, backlog: bool) -> Option<Duration> {
+        if backlog {
+            return Some(Duration::ZERO);
+        }
+        let mut t = self
+            .timers
+            .next_timeout(self.clock_start.elapsed().as_millis() as u64);
+        if let Some(d) = self.shared.grace_deadline().filter(|_| self.draining) {
+            let left = d.saturating_duration_since(Instant::now());
+            t = Some(t.map_or(left, |t| t.min(left)));
+        }
+        t
     }
 
     fn accept_all(&mut self) {
@@ -139,7 +188,17 @@ impl Worker {
                     self.next_conn += 1;
                     let id = ((self.index as u64) << 48) | self.next_conn;
                     let burst = self.shared.config.limits.message_burst;
-                    entry.insert(Session::new(Conn::new(sock, peer), id, burst, now_ms()));
+                    entry.insert(Session::new(Conn::new(sock, peer), id, burst, self.now));
+                    let at = self.now + self.shared.config.heartbeat.handshake_timeout_ms;
+                    self.timers.insert(
+                        at,
+                        Timer {
+                            key,
+                            conn: id,
+                            kind: TimerKind::Handshake,
+                            at,
+                        },
+                    );
                     self.stats.connections_accepted.inc();
                     self.stats.connections_active.inc();
                     debug!("conn {id} accepted from {peer} on worker {}", self.index);
@@ -182,16 +241,36 @@ impl Worker {
         let Some(entry) = self.streams.get(msg.stream) else {
             return;
         };
+        let batch = &self.shared.config.batch;
+        let len = msg.frame.len();
         for &k in &entry.subscribers {
             let Some(s) = self.sessions.get_mut(k) else {
                 continue;
             };
-            if s.conn.send(msg.frame.clone()) {
-                s.data_queued += 1;
-                if !s.dirty {
-                    s.dirty = true;
-                    self.dirty.push(k);
+            if !s.conn.send(msg.frame.clone()) {
+                continue;
+            }
+            s.data_queued += 1;
+            let flush_now = if batch.window_ms == 0 {
+                true
+            } else {
+                s.batch_count += 1;
+                s.batch_bytes += len;
+                if s.batch_count == 1 {
+                    s.batch_deadline = self.now + batch.window_ms;
+                    let t = Timer {
+                        key: k,
+                        conn: s.id,
+                        kind: TimerKind::Batch,
+                        at: s.batch_deadline,
+                    };
+                    self.timers.insert(t.at, t);
                 }
+                s.batch_count >= batch.max_messages || s.batch_bytes >= batch.max_bytes
+            };
+            if flush_now && !s.dirty {
+                s.dirty = true;
+                self.dirty.push(k);
             }
         }
         self.stats
@@ -205,23 +284,59 @@ impl Worker {
             let Some(s) = self.sessions.get_mut(key) else {
                 return;
             };
-            match s.conn.read_event(max_head, &mut self.scratch) {
-                ReadEvent::WouldBlock | ReadEvent::Closed => break,
+            let event = s.conn.read_event(max_head, &mut self.scratch);
+            if matches!(event, ReadEvent::Message(_)) {
+                s.last_rx_ms = self.now;
+            }
+            match event {
+                ReadEvent::WouldBlock => break,
+                ReadEvent::Closed => {
+                    if s.upgraded && !s.conn.is_closing() && s.close.is_none() {
+                        s.note_close(1006, "connection lost without a close frame", true);
+                        self.stats.closed_io_error.inc();
+                    }
+                    break;
+                }
                 ReadEvent::Head(head) => self.route_http(key, head),
                 ReadEvent::Rejected(_) => self.stats.http_requests.inc(),
                 ReadEvent::Message(msg) => self.on_message(key, msg),
                 ReadEvent::Failed(code, reason) => self.fail(key, code, &reason),
             }
         }
+        if writable {
+            self.mark_dirty(key);
+        }
+        self.settle(key);
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(s) = self.sessions.get_mut(key) {
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// After a session was handled: schedule a write if it has output, arm the close deadline
+    /// if a close began, and drop it if it is finished.
+    fn settle(&mut self, key: usize) {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        if (writable || !s.conn.out().is_empty()) && !s.dirty {
-            s.dirty = true;
-            self.dirty.push(key);
-        }
         if s.conn.is_done() {
-            self.remove(key, "closed");
+            return self.remove(key);
+        }
+        if s.conn.is_closing() && !s.close_armed {
+            s.close_armed = true;
+            let (id, at) = (
+                s.id,
+                self.now + self.shared.config.heartbeat.close_timeout_ms,
+            );
+            self.arm(at, key, id, TimerKind::CloseWait);
+        }
+        if self.sessions[key].conn.needs_flush() {
+            self.mark_dirty(key);
         }
     }
 
@@ -237,6 +352,8 @@ impl Worker {
                 continue;
             }
             s.dirty = false;
+            s.batch_count = 0;
+            s.batch_bytes = 0;
             match s.conn.flush() {
                 Ok(r) => {
                     s.frames_out += r.frames as u64;
@@ -244,14 +361,12 @@ impl Worker {
                     self.stats.frames_written.add(r.frames as u64);
                     self.stats.bytes_written.add(r.bytes as u64);
                     self.stats.write_syscalls.add(r.syscalls as u64);
-                    if s.conn.is_done() {
-                        self.remove(k, "closed");
-                    }
+                    self.settle(k);
                 }
                 Err(e) => {
                     self.stats.closed_io_error.inc();
-                    debug!("conn {} write failed: {e}", s.id);
-                    self.remove(k, "write error");
+                    s.note_close(1006, &format!("write failed: {e}"), true);
+                    self.remove(k);
                 }
             }
         }
@@ -261,7 +376,7 @@ impl Worker {
         }
     }
 
-    fn remove(&mut self, key: usize, why: &str) {
+    fn remove(&mut self, key: usize) {
         if !self.sessions.contains(key) {
             return;
         }
@@ -280,10 +395,19 @@ impl Worker {
         }
         self.stats.connections_closed.inc();
         self.stats.closed_duration_ms.add(lived_ms);
-        debug!(
-            "conn {} from {} {why} after {lived_ms} ms: in {} msgs/{} B, out {} frames/{} B",
+        let close = s.close.take().unwrap_or_default();
+        let level = if close.abnormal {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
+            "conn {} from {} closed after {lived_ms} ms: code {} ({}), in {} msgs/{} B, out {} frames/{} B",
             s.id,
             s.conn.peer,
+            close.code,
+            if close.reason.is_empty() { "closed" } else { &close.reason },
             s.messages_in,
             s.conn.bytes_in(),
             s.frames_out,

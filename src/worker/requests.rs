@@ -39,6 +39,7 @@ impl Worker {
                         self.stats.handshakes.inc();
                         self.stats.websockets_active.inc();
                         debug!("conn {} upgraded", s.id);
+                        self.on_upgraded(key);
                         None
                     }
                 }
@@ -72,7 +73,15 @@ impl Worker {
                 }
                 return;
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => return,
+            Message::Close(frame) => {
+                let s = &mut self.sessions[key];
+                match frame {
+                    Some(f) => s.note_close(u16::from(f.code), &f.reason, false),
+                    None => s.note_close(1005, "closed by client", false),
+                }
+                return;
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return,
         };
         if !self.admit(key) {
             return;
@@ -201,6 +210,7 @@ impl Worker {
         let s = &mut self.sessions[key];
         debug!("conn {} failed with {}: {reason}", s.id, code.as_u16());
         let short: String = reason.chars().take(100).collect();
+        s.note_close(code.as_u16(), &short, true);
         s.conn.fail(code, &short);
     }
 }

@@ -1,4 +1,5 @@
-//! A subscriber session: one connection's WebSocket, filters, counters and rate limit.
+//! A subscriber session: one connection's WebSocket, filters, counters, rate limit, heartbeat
+//! and batching state, and how it ended.
 
 use std::time::Instant;
 
@@ -36,6 +37,17 @@ impl TokenBucket {
     }
 }
 
+/// How a connection ended, for the close log line and counters.
+#[derive(Debug, Clone, Default)]
+pub struct CloseInfo {
+    /// The WebSocket close code (sent by us or received), 0 when none was exchanged.
+    pub code: u16,
+    /// Why.
+    pub reason: String,
+    /// Whether this is worth an info line (errors, timeouts, lost connections).
+    pub abnormal: bool,
+}
+
 /// One subscriber connection owned by a worker.
 #[derive(Debug)]
 pub struct Session {
@@ -57,6 +69,20 @@ pub struct Session {
     pub bucket: TokenBucket,
     /// RATE_LIMITED replies since the last accepted message.
     pub strikes: u32,
+    /// Worker clock (ms) of the last frame received from the client.
+    pub last_rx_ms: u64,
+    /// Worker clock (ms) when an unanswered heartbeat ping was sent.
+    pub ping_sent_ms: Option<u64>,
+    /// Whether the close-handshake deadline is armed.
+    pub close_armed: bool,
+    /// Data frames queued since the last flush (batching).
+    pub batch_count: u32,
+    /// Data bytes queued since the last flush (batching).
+    pub batch_bytes: usize,
+    /// Worker clock (ms) when the current batch must be flushed.
+    pub batch_deadline: u64,
+    /// How it ended (first cause wins).
+    pub close: Option<CloseInfo>,
     /// Application messages received.
     pub messages_in: u64,
     /// Data messages queued.
@@ -70,23 +96,41 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new session for an accepted connection.
-    pub fn new(conn: Conn, id: u64, burst: u32, now_ms: u64) -> Self {
+    /// A new session for an accepted connection at worker clock `now`.
+    pub fn new(conn: Conn, id: u64, burst: u32, now: u64) -> Self {
         Session {
             conn,
             id,
             opened: Instant::now(),
-            opened_ms: now_ms,
+            opened_ms: crate::shared::now_ms(),
             upgraded: false,
             subs: Subscriptions::default(),
             dirty: false,
             bucket: TokenBucket::new(burst),
             strikes: 0,
+            last_rx_ms: now,
+            ping_sent_ms: None,
+            close_armed: false,
+            batch_count: 0,
+            batch_bytes: 0,
+            batch_deadline: 0,
+            close: None,
             messages_in: 0,
             data_queued: 0,
             frames_out: 0,
             bytes_out: 0,
             errors: 0,
+        }
+    }
+
+    /// Records why the connection ends, unless a cause is already recorded.
+    pub fn note_close(&mut self, code: u16, reason: &str, abnormal: bool) {
+        if self.close.is_none() {
+            self.close = Some(CloseInfo {
+                code,
+                reason: reason.to_string(),
+                abnormal,
+            });
         }
     }
 

@@ -97,11 +97,15 @@ impl Client {
         }
     }
 
-    /// Reads until the server closes; returns the close frame.
+    /// Reads until the server's close frame, answers it (as every real client does, by
+    /// reading on) until the connection ends; returns the close frame.
     pub fn recv_close(&mut self) -> Option<CloseFrame> {
         loop {
             match self.ws.read() {
-                Ok(Message::Close(c)) => return c,
+                Ok(Message::Close(c)) => {
+                    while self.ws.read().is_ok() {}
+                    return c;
+                }
                 Ok(_) => continue,
                 Err(e) => panic!("expected a close frame, got {e}"),
             }

@@ -1,0 +1,175 @@
+//! A hashed timer wheel, one per worker: O(1) insert, lazy cancellation (the owner checks on
+//! expiry whether a timer still applies), and the time to the next deadline for `poll`.
+//!
+//! Slots are `TICK_MS` wide; a timer further away than one rotation waits in its slot and is
+//! skipped until its round comes (each slot visit compares the stored deadline).
+
+use std::time::Duration;
+
+/// Width of one slot in ms.
+pub const TICK_MS: u64 = 1;
+/// Slots in one rotation (a power of two).
+const SLOTS: usize = 4096;
+
+/// A timer wheel holding items of type `T`.
+#[derive(Debug)]
+pub struct TimerWheel<T> {
+    slots: Vec<Vec<(u64, T)>>,
+    /// Next tick to visit: every tick before it has been expired.
+    next_tick: u64,
+    len: usize,
+}
+
+impl<T> TimerWheel<T> {
+    /// An empty wheel whose time starts at `now_ms`.
+    pub fn new(now_ms: u64) -> Self {
+        TimerWheel {
+            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+            next_tick: now_ms / TICK_MS,
+            len: 0,
+        }
+    }
+
+    /// Timers pending.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no timer is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds `item` to fire at `deadline_ms` (a deadline already past fires at the next expiry).
+    pub fn insert(&mut self, deadline_ms: u64, item: T) {
+        let tick = (deadline_ms / TICK_MS).max(self.next_tick);
+        self.slots[(tick as usize) % SLOTS].push((deadline_ms, item));
+        self.len += 1;
+    }
+
+    /// Moves every item due at `now_ms` into `out` (in slot order; ties in insertion order).
+    pub fn expire(&mut self, now_ms: u64, out: &mut Vec<T>) {
+        let now_tick = now_ms / TICK_MS;
+        if now_tick < self.next_tick {
+            return;
+        }
+        // Visiting more than one rotation would only revisit the same slots.
+        let last = now_tick.min(self.next_tick + SLOTS as u64 - 1);
+        for tick in self.next_tick..=last {
+            let slot = &mut self.slots[(tick as usize) % SLOTS];
+            if slot.is_empty() {
+                continue;
+            }
+            let mut i = 0;
+            while i < slot.len() {
+                if slot[i].0 <= now_ms {
+                    out.push(slot.remove(i).1);
+                    self.len -= 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        self.next_tick = now_tick + 1;
+    }
+
+    /// Time from `now_ms` until the earliest slot that holds a timer (an upper bound on the
+    /// wait before the next expiry has work), or `None` when the wheel is empty.
+    pub fn next_timeout(&self, now_ms: u64) -> Option<Duration> {
+        if self.len == 0 {
+            return None;
+        }
+        for offset in 0..SLOTS as u64 {
+            let tick = self.next_tick + offset;
+            let slot = &self.slots[(tick as usize) % SLOTS];
+            if let Some(min) = slot.iter().map(|(d, _)| *d).min() {
+                let due = min.max(tick * TICK_MS);
+                // Not due this rotation: wake at the slot anyway (cheap, and rare).
+                let at = if min / TICK_MS > tick {
+                    tick * TICK_MS
+                } else {
+                    due
+                };
+                return Some(Duration::from_millis(at.saturating_sub(now_ms)));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expire_at<T>(w: &mut TimerWheel<T>, now: u64) -> Vec<T> {
+        let mut out = Vec::new();
+        w.expire(now, &mut out);
+        out
+    }
+
+    #[test]
+    fn fires_in_deadline_order_and_not_early() {
+        let mut w = TimerWheel::new(1000);
+        w.insert(1030, "c");
+        w.insert(1010, "a");
+        w.insert(1020, "b");
+        assert!(expire_at(&mut w, 1009).is_empty());
+        assert_eq!(expire_at(&mut w, 1025), vec!["a", "b"]);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w.next_timeout(1025), Some(Duration::from_millis(5)));
+        assert_eq!(expire_at(&mut w, 1030), vec!["c"]);
+        assert!(w.is_empty());
+        assert_eq!(w.next_timeout(1030), None);
+    }
+
+    #[test]
+    fn past_deadlines_fire_at_the_next_expiry() {
+        let mut w = TimerWheel::new(500);
+        expire_at(&mut w, 600);
+        w.insert(10, 1);
+        // Overdue timers fire at the next tick (1 ms resolution).
+        assert_eq!(w.next_timeout(600), Some(Duration::from_millis(1)));
+        assert_eq!(expire_at(&mut w, 601), vec![1]);
+    }
+
+    #[test]
+    fn long_delays_wait_for_their_round() {
+        let mut w = TimerWheel::new(0);
+        let far = 3 * SLOTS as u64 * TICK_MS + 7;
+        w.insert(far, "far");
+        w.insert(7, "near");
+        assert_eq!(expire_at(&mut w, 7), vec!["near"]);
+        // Jumping a long way in one call still fires nothing early and the far one on time.
+        assert!(expire_at(&mut w, far - 1).is_empty());
+        assert_eq!(expire_at(&mut w, far), vec!["far"]);
+    }
+
+    #[test]
+    fn many_timers_in_one_slot() {
+        let mut w = TimerWheel::new(0);
+        for i in 0..10_000u32 {
+            w.insert(50, i);
+        }
+        w.insert(50 + SLOTS as u64, 99_999);
+        let out = expire_at(&mut w, 50);
+        assert_eq!(out.len(), 10_000);
+        assert_eq!(out[0], 0);
+        assert_eq!(out[9_999], 9_999);
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn lazy_cancellation_by_generation() {
+        // The owner stores (key, generation); a stale generation is ignored on expiry.
+        let mut w = TimerWheel::new(0);
+        let mut current_gen = 1;
+        w.insert(10, (7usize, 1u64));
+        current_gen += 1; // "cancel" by bumping the generation
+        w.insert(20, (7usize, current_gen));
+        let fired: Vec<_> = expire_at(&mut w, 30)
+            .into_iter()
+            .filter(|&(_, g)| g == current_gen)
+            .collect();
+        assert_eq!(fired, vec![(7, 2)]);
+    }
+}

@@ -130,7 +130,10 @@ fn main() -> anyhow::Result<()> {
         let _ = done_tx.send(());
     });
     loop {
-        if done_rx.recv_timeout(std::time::Duration::from_millis(50)).is_ok() {
+        if done_rx
+            .recv_timeout(std::time::Duration::from_millis(50))
+            .is_ok()
+        {
             break;
         }
         if let Some(sig) = signals.pending().next() {

@@ -128,7 +128,9 @@ impl ServerHandle {
             links.push(link);
             handle.wakers.push(waker);
             let w = Worker::new(i, poll, l, inbox, shared.clone()).map_err(io_err("a worker"))?;
-            handle.worker_threads.push(spawn(format!("tickfan-worker-{i}"), move || w.run())?);
+            handle
+                .worker_threads
+                .push(spawn(format!("tickfan-worker-{i}"), move || w.run())?);
         }
         let max_streams = shared.config.limits.max_streams;
         let dispatcher = Arc::new(Mutex::new(Dispatcher::new(
@@ -143,7 +145,9 @@ impl ServerHandle {
             handle.wakers.push(waker);
             let server = IngestServer::new(poll, l, dispatcher.clone(), shared.clone())
                 .map_err(io_err("the ingest listener"))?;
-            handle.source_threads.push(spawn("tickfan-ingest".into(), move || server.run())?);
+            handle
+                .source_threads
+                .push(spawn("tickfan-ingest".into(), move || server.run())?);
         }
         if let Some(l) = admin_listener {
             let poll = Poll::new().map_err(io_err("the admin poll"))?;

@@ -168,8 +168,36 @@ pub struct Snapshot {
     pub streams: u64,
     /// Publishers connected.
     pub publishers: u64,
+    /// Heartbeat pings sent.
+    pub pings_sent: u64,
+    /// Closed connections by cause.
+    pub closed: ClosedSnapshot,
     /// Per worker: active connections and messages forwarded.
     pub workers: Vec<WorkerSnapshot>,
+}
+
+/// Closed connections by cause (the causes the gateway decides; the rest closed normally).
+#[derive(Debug, Serialize, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClosedSnapshot {
+    /// All closed connections.
+    pub total: u64,
+    /// Silent past ping interval + pong timeout (1001).
+    pub heartbeat_timeout: u64,
+    /// Did not finish the upgrade in time.
+    pub handshake_timeout: u64,
+    /// Did not finish the close handshake in time.
+    pub close_timeout: u64,
+    /// Reached `limits.max_lifetime_ms` (1001).
+    pub lifetime: u64,
+    /// Closed by a graceful shutdown (1001).
+    pub shutdown: u64,
+    /// Protocol violations (1002, 1007, 1009).
+    pub protocol: u64,
+    /// Repeated rate-limit abuse (1008).
+    pub rate_limit: u64,
+    /// Socket errors or lost without a close frame.
+    pub io_error: u64,
 }
 
 /// One worker's share of a [`Snapshot`].
@@ -223,6 +251,17 @@ impl StatsRegistry {
             s.bytes_written += w.bytes_written.get();
             s.write_syscalls += w.write_syscalls.get();
             closed += w.connections_closed.get();
+            s.pings_sent += w.pings_sent.get();
+            let c = &mut s.closed;
+            c.total += w.connections_closed.get();
+            c.heartbeat_timeout += w.closed_heartbeat_timeout.get();
+            c.handshake_timeout += w.closed_handshake_timeout.get();
+            c.close_timeout += w.closed_close_timeout.get();
+            c.lifetime += w.closed_lifetime.get();
+            c.shutdown += w.closed_shutdown.get();
+            c.protocol += w.closed_protocol.get();
+            c.rate_limit += w.closed_rate_limit.get();
+            c.io_error += w.closed_io_error.get();
             closed_ms += w.closed_duration_ms.get();
             s.workers.push(WorkerSnapshot {
                 worker: i,

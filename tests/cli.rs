@@ -78,63 +78,105 @@ fn config_errors_name_the_key_and_exit_non_zero() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Starts the binary and returns it with the public address it logged.
-fn spawn(
-    args: &[&str],
-) -> (
-    Guard,
-    std::net::SocketAddr,
-    Vec<String>,
-    mpsc::Receiver<String>,
-) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
+/// A running binary: its stderr lines so far, and the rest as they come.
+struct Running {
+    guard: Guard,
+    seen: Vec<String>,
+    logs: mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// Starts the binary and waits until it has logged a line containing `ready`.
+    fn start(args: &[&str], ready: &str) -> Running {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
+        });
+        let mut r = Running {
+            guard: Guard(child),
+            seen: Vec::new(),
+            logs,
+        };
+        while !r.seen.iter().any(|l| l.contains(ready)) {
+            let line = r
+                .logs
+                .recv_timeout(common::TIMEOUT)
+                .expect("the server logs its start");
+            r.seen.push(line);
         }
-    });
-    let guard = Guard(child);
-    let mut seen = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(common::TIMEOUT)
-            .expect("the server logs its address");
-        if let Some(rest) = line.split("subscribe at ws://").nth(1) {
-            let addr = rest.trim_end_matches("/ws").parse().unwrap();
-            seen.push(line);
-            return (guard, addr, seen, rx);
+        r
+    }
+
+    /// The address logged after `marker` (e.g. "subscribe at ws://").
+    fn addr(&self, marker: &str) -> std::net::SocketAddr {
+        let line = self
+            .seen
+            .iter()
+            .find(|l| l.contains(marker))
+            .expect("address logged");
+        let rest = line.split(marker).nth(1).unwrap();
+        rest.split('/').next().unwrap().parse().unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.guard.0.id().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Waits up to `limit` for the exit status.
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < limit {
+            if let Some(s) = self.guard.0.try_wait().unwrap() {
+                self.seen.extend(self.logs.try_iter());
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        seen.push(line);
+        None
     }
 }
 
-#[test]
-fn synthetic_feed_flows_by_default_and_sigterm_exits_zero() {
-    let (mut guard, addr, mut seen, logs) = spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--ingest",
-        "off",
-        "--admin",
-        "off",
-        "--workers",
-        "1",
-        "--log-level",
-        "debug",
-    ]);
+fn ws_client(addr: std::net::SocketAddr, path: &str) -> Client {
     let stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(common::TIMEOUT)).unwrap();
-    let (ws, _) = tungstenite::client::client(format!("ws://{addr}/ws").as_str(), stream).unwrap();
-    let mut c = Client { ws };
+    let (ws, _) =
+        tungstenite::client::client(format!("ws://{addr}{path}").as_str(), stream).unwrap();
+    Client { ws }
+}
+
+#[test]
+fn synthetic_feed_flows_by_default_and_sigterm_closes_everyone_with_1001() {
+    let mut run = Running::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--ingest",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--workers",
+            "2",
+        ],
+        "publishers connect to",
+    );
+    let mut c = ws_client(run.addr("subscribe at ws://"), "/ws");
+    let mut publisher = ws_client(run.addr("publishers connect to ws://"), "/publish");
     c.send(&json!({"type":"subscribe","id":1,"exchange":["binance"],"symbols":["BTCUSDT"]}));
     assert_eq!(c.recv()["type"], "subscribed");
     let mut types = std::collections::HashSet::new();
@@ -147,30 +189,57 @@ fn synthetic_feed_flows_by_default_and_sigterm_exits_zero() {
         assert!(v["data"].is_object());
         types.insert(v["dataType"].as_str().unwrap().to_string());
     }
-    let pid = guard.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    // Every subscriber gets close 1001; answering it lets the server exit before the grace ends.
-    let close = c.recv_close().expect("close frame");
-    assert_eq!(u16::from(close.code), 1001);
-    assert_eq!(close.reason.as_str(), "server shutting down");
-    let mut status = None;
-    for _ in 0..100 {
-        if let Some(s) = guard.0.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    run.signal("-TERM");
+    // Publisher and subscriber both get close 1001; answering lets the server exit before the
+    // grace period (5 s) ends.
+    for client in [&mut publisher, &mut c] {
+        let close = client.recv_close().expect("close frame");
+        assert_eq!(u16::from(close.code), 1001);
+        assert_eq!(close.reason.as_str(), "server shutting down");
     }
-    seen.extend(logs.try_iter());
-    assert!(status.expect(&format!("exited after SIGTERM: {seen:#?}")).success());
-    seen.extend(logs.try_iter());
+    let status = run.wait_exit(Duration::from_secs(4));
     assert!(
-        seen.iter().any(|l| l.contains("synthetic feed")),
-        "{seen:?}"
+        status.expect("exits within the grace period").success(),
+        "{:#?}",
+        run.seen
     );
-    assert!(seen.iter().any(|l| l.contains("shutting down")), "{seen:?}");
+    assert!(
+        run.seen.iter().any(|l| l.contains("synthetic feed")),
+        "{:#?}",
+        run.seen
+    );
+    assert!(
+        run.seen.iter().any(|l| l.contains("draining")),
+        "{:#?}",
+        run.seen
+    );
+}
+
+#[test]
+fn second_signal_exits_at_once() {
+    let mut run = Running::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--ingest",
+            "off",
+            "--admin",
+            "off",
+            "--feed",
+            "none",
+            "--set",
+            "shutdown.grace_ms=60000",
+        ],
+        "subscribe at",
+    );
+    // A client that never reads never answers the close, so the drain would wait 60 s.
+    let _silent = ws_client(run.addr("subscribe at ws://"), "/ws");
+    run.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(run.guard.0.try_wait().unwrap().is_none(), "still draining");
+    run.signal("-INT");
+    let status = run
+        .wait_exit(Duration::from_secs(5))
+        .expect("exited at once");
+    assert_eq!(status.code(), Some(128 + 2), "{:#?}", run.seen);
 }

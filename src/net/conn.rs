@@ -193,7 +193,10 @@ impl Conn {
                     self.read_event(max_head_bytes, scratch)
                 }
                 Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                    self.phase = Phase::Lingering { shut: false, wait_eof: false };
+                    self.phase = Phase::Lingering {
+                        shut: false,
+                        wait_eof: false,
+                    };
                     ReadEvent::Closed
                 }
                 Err(WsError::Io(_))
@@ -251,7 +254,10 @@ impl Conn {
     /// Queues a plain HTTP response and closes after it is written.
     pub fn respond(&mut self, response: Bytes) {
         self.io.out.push(response);
-        self.phase = Phase::Lingering { shut: false, wait_eof: true };
+        self.phase = Phase::Lingering {
+            shut: false,
+            wait_eof: true,
+        };
     }
 
     /// Queues a plain-text HTTP error and closes after it is written.
@@ -280,10 +286,16 @@ impl Conn {
                 reason: reason.into(),
             };
             if ctx.close(&mut self.io, Some(frame)).is_err() {
-                self.phase = Phase::Lingering { shut: false, wait_eof: true };
+                self.phase = Phase::Lingering {
+                    shut: false,
+                    wait_eof: true,
+                };
             }
         } else if !matches!(self.phase, Phase::Done) {
-            self.phase = Phase::Lingering { shut: false, wait_eof: true };
+            self.phase = Phase::Lingering {
+                shut: false,
+                wait_eof: true,
+            };
         }
     }
 
@@ -292,7 +304,10 @@ impl Conn {
     pub fn fail(&mut self, code: CloseCode, reason: &str) {
         self.close(code, reason);
         if !matches!(self.phase, Phase::Done) {
-            self.phase = Phase::Lingering { shut: false, wait_eof: true };
+            self.phase = Phase::Lingering {
+                shut: false,
+                wait_eof: true,
+            };
         }
     }
 

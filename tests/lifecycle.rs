@@ -1,0 +1,213 @@
+//! Connection lifecycle with short timers: heartbeats, handshake deadline, maximum lifetime,
+//! close deadline and batch flushing. Timers are checked for the behaviour (what closes, with
+//! which code, counted under which reason), with generous bounds on when.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{msg, start, wait_until, Client};
+use serde_json::json;
+
+/// Upgrades a raw socket by hand; the caller then ignores everything (never answers pings).
+fn raw_ws(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    s
+}
+
+/// Splits unmasked server frames into (opcode, payload).
+fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while bytes.len() >= 2 {
+        let op = bytes[0] & 0x0f;
+        let (len, hl) = match bytes[1] & 0x7f {
+            126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        out.push((op, bytes[hl..hl + len].to_vec()));
+        bytes = &bytes[hl + len..];
+    }
+    out
+}
+
+#[test]
+fn silent_client_is_pinged_then_closed_with_1001() {
+    let server = start(&[
+        "heartbeat.ping_interval_ms=300",
+        "heartbeat.pong_timeout_ms=300",
+        "heartbeat.close_timeout_ms=500",
+    ]);
+    let mut s = raw_ws(server.public_addr().unwrap());
+    let t0 = Instant::now();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let elapsed = t0.elapsed();
+    let f = frames(&all);
+    assert_eq!(f[0].0, 0x9, "first a ping: {f:?}");
+    let close = f.iter().find(|(op, _)| *op == 0x8).expect("a close frame");
+    assert_eq!(u16::from_be_bytes([close.1[0], close.1[1]]), 1001);
+    assert_eq!(&close.1[2..], b"heartbeat timeout");
+    // ping interval + pong timeout = 600 ms, then the close deadline (500 ms) drops the socket
+    // that never answered the close.
+    assert!(elapsed >= Duration::from_millis(550), "{elapsed:?}");
+    wait_until("counted", || server.stats().closed.heartbeat_timeout == 1);
+    assert_eq!(server.stats().closed.close_timeout, 1);
+}
+
+#[test]
+fn client_that_answers_pings_stays_open() {
+    let server = start(&[
+        "heartbeat.ping_interval_ms=200",
+        "heartbeat.pong_timeout_ms=200",
+    ]);
+    let mut c = Client::subscriber(&server);
+    c.subscribe(1, &["x"], &[], &[]);
+    // Reading answers pings (tungstenite replies with pongs); keep reading for 1.2 s.
+    c.ws.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1200) {
+        match c.ws.read() {
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("connection ended: {e}"),
+        }
+    }
+    c.ws.get_mut()
+        .set_read_timeout(Some(common::TIMEOUT))
+        .unwrap();
+    c.sync();
+    let stats = server.stats();
+    assert!(stats.pings_sent >= 2, "{stats:?}");
+    assert_eq!(stats.closed.heartbeat_timeout, 0);
+}
+
+#[test]
+fn json_heartbeats_count_as_traffic() {
+    let server = start(&[
+        "heartbeat.ping_interval_ms=300",
+        "heartbeat.pong_timeout_ms=300",
+    ]);
+    let mut c = Client::subscriber(&server);
+    // The client sends a JSON heartbeat every 100 ms and never reads, so it never answers a
+    // WebSocket ping: only its messages keep it alive.
+    for _ in 0..12 {
+        c.send(&json!({"type":"heartbeat"}));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.sync();
+    assert_eq!(server.stats().closed.heartbeat_timeout, 0);
+    assert_eq!(server.stats().pings_sent, 0);
+}
+
+#[test]
+fn half_handshakes_and_silent_sockets_are_dropped() {
+    let server = start(&["heartbeat.handshake_timeout_ms=300"]);
+    let addr = server.public_addr().unwrap();
+    let mut silent = TcpStream::connect(addr).unwrap();
+    let mut half = TcpStream::connect(addr).unwrap();
+    half.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: web")
+        .unwrap();
+    let mut ok = Client::subscriber(&server);
+    for s in [&mut silent, &mut half] {
+        s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+        let mut buf = Vec::new();
+        let n = s
+            .read_to_end(&mut buf)
+            .expect("closed by the server, not timed out");
+        assert_eq!(n, 0, "dropped without a response");
+    }
+    wait_until("counted", || server.stats().closed.handshake_timeout == 2);
+    // The upgraded client is not affected.
+    ok.sync();
+}
+
+#[test]
+fn max_lifetime_closes_with_1001() {
+    let server = start(&["limits.max_lifetime_ms=300"]);
+    let mut c = Client::subscriber(&server);
+    let t0 = Instant::now();
+    let close = c.recv_close().expect("close frame");
+    assert_eq!(u16::from(close.code), 1001);
+    assert_eq!(close.reason.as_str(), "maximum connection lifetime reached");
+    // 300 ms plus a jitter of at most a tenth.
+    assert!(t0.elapsed() >= Duration::from_millis(250));
+    wait_until("counted", || server.stats().closed.lifetime == 1);
+}
+
+/// Publishes `n` single-message frames 2 ms apart and returns the worker's writev count while
+/// the subscriber received them.
+fn writes_for(server: &tickfan::ServerHandle, n: u64) -> u64 {
+    let mut sub = Client::subscriber(server);
+    sub.subscribe(1, &["x"], &[], &[]);
+    let mut p = Client::publisher(server);
+    let before = server.stats().write_syscalls;
+    for i in 0..n {
+        p.send(&msg("x", "A", "trade", json!(i)));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for i in 0..n {
+        let v = sub.recv();
+        assert_eq!(v["seq"], i + 1);
+    }
+    server.stats().write_syscalls - before
+}
+
+#[test]
+fn batch_window_coalesces_writes() {
+    let batched = start(&["batch.window_ms=300", "batch.max_messages=1000"]);
+    let with_window = writes_for(&batched, 100);
+    let plain = start(&[]);
+    let without = writes_for(&plain, 100);
+    println!("writes for 100 messages: {with_window} with a 300 ms window, {without} without");
+    // 100 messages over about 200 ms fit in one or two 300 ms windows; without a window each
+    // message, arriving alone, is written on its own.
+    assert!(with_window <= 4, "{with_window}");
+    assert!(without >= 20, "{without}");
+}
+
+#[test]
+fn batch_max_messages_flushes_before_the_window() {
+    let server = start(&["batch.window_ms=1000", "batch.max_messages=10"]);
+    let mut sub = Client::subscriber(&server);
+    sub.subscribe(1, &["x"], &[], &[]);
+    let mut p = Client::publisher(&server);
+    let t0 = Instant::now();
+    for i in 0..100 {
+        p.send(&msg("x", "A", "trade", json!(i)));
+    }
+    // At most 9 messages (one partial batch) can be waiting for the window at any time, so
+    // the first 91 arrive without waiting for it.
+    for i in 0..91u64 {
+        assert_eq!(sub.recv()["seq"], i + 1);
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    // The rest arrive when the window ends.
+    for i in 91..100u64 {
+        assert_eq!(sub.recv()["seq"], i + 1);
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::warn;
 use mio::net::TcpListener;
@@ -12,6 +13,7 @@ use slab::Slab;
 
 use crate::net::conn::{Conn, ReadEvent};
 use crate::net::http::{self, RequestHead};
+use crate::net::sweep::{SweepClock, SWEEP_INTERVAL};
 use crate::shared::Shared;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -64,12 +66,12 @@ fn route(shared: &Shared, head: &RequestHead) -> bytes::Bytes {
 pub fn run(poll: Poll, mut listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut conns: Slab<Conn> = Slab::new();
+    let mut conns: Slab<(Conn, SweepClock)> = Slab::new();
     let mut events = Events::with_capacity(64);
     let mut scratch = vec![0u8; 1024];
     let mut poll = poll;
     while !shared.is_stopped() {
-        if let Err(e) = poll.poll(&mut events, None) {
+        if let Err(e) = poll.poll(&mut events, Some(SWEEP_INTERVAL)) {
             if crate::net::interrupted(&e) {
                 continue;
             }
@@ -88,7 +90,7 @@ pub fn run(poll: Poll, mut listener: TcpListener, shared: Arc<Shared>) -> io::Re
                                 .register(&mut sock, Token(entry.key()), interest)
                                 .is_ok()
                             {
-                                entry.insert(Conn::new(sock, peer));
+                                entry.insert((Conn::new(sock, peer), SweepClock::new()));
                             }
                         }
                         Err(e) if crate::net::would_block(&e) => break,
@@ -100,7 +102,7 @@ pub fn run(poll: Poll, mut listener: TcpListener, shared: Arc<Shared>) -> io::Re
                     }
                 },
                 Token(k) => {
-                    let Some(conn) = conns.get_mut(k) else {
+                    let Some((conn, _)) = conns.get_mut(k) else {
                         continue;
                     };
                     let max = shared.config.limits.max_request_head_bytes;
@@ -115,12 +117,25 @@ pub fn run(poll: Poll, mut listener: TcpListener, shared: Arc<Shared>) -> io::Re
                         conn.kill();
                     }
                     if conn.is_done() {
-                        let mut c = conns.remove(k);
+                        let (mut c, _) = conns.remove(k);
                         let _ = poll.registry().deregister(c.socket());
                     }
                 }
             }
         }
+        let now = Instant::now();
+        let hb = &shared.config.heartbeat;
+        let (handshake, close) = (
+            Duration::from_millis(hb.handshake_timeout_ms),
+            Duration::from_millis(hb.close_timeout_ms),
+        );
+        conns.retain(|_, (conn, clock)| {
+            let keep = clock.check(conn, now, handshake, close).is_none();
+            if !keep {
+                let _ = poll.registry().deregister(conn.socket());
+            }
+            keep
+        });
     }
     Ok(())
 }

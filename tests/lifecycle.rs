@@ -143,6 +143,21 @@ fn half_handshakes_and_silent_sockets_are_dropped() {
 }
 
 #[test]
+fn silent_sockets_on_ingest_and_admin_listeners_are_dropped() {
+    let server = start(&["heartbeat.handshake_timeout_ms=300"]);
+    for addr in [server.ingest_addr().unwrap(), server.admin_addr().unwrap()] {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /publish HTTP/1.1\r\n").unwrap();
+        s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+        let mut buf = Vec::new();
+        let n = s
+            .read_to_end(&mut buf)
+            .expect("closed by the server, not timed out");
+        assert_eq!(n, 0);
+    }
+}
+
+#[test]
 fn max_lifetime_closes_with_1001() {
     let server = start(&["limits.max_lifetime_ms=300"]);
     let mut c = Client::subscriber(&server);

@@ -5,7 +5,7 @@ pub mod dispatch;
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::TcpListener;
@@ -16,6 +16,7 @@ use tungstenite::Message;
 
 use crate::net::conn::{Conn, ReadEvent};
 use crate::net::http;
+use crate::net::sweep::{SweepClock, SWEEP_INTERVAL};
 use crate::protocol::publish::parse_publish;
 use crate::protocol::{outbound, CloseCode, ErrorCode};
 use crate::shared::{now_ms, Shared};
@@ -28,10 +29,12 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 
 struct Publisher {
     conn: Conn,
+    clock: SweepClock,
     id: u64,
     upgraded: bool,
     accepted: u64,
     rejected: u64,
+    bytes_out: u64,
 }
 
 /// The ingest thread's state.
@@ -88,14 +91,14 @@ impl IngestServer {
                 draining = true;
                 self.begin_drain();
             }
-            let mut timeout = None;
+            let mut timeout = Some(SWEEP_INTERVAL);
             if draining {
                 let deadline = self.shared.grace_deadline().unwrap_or_else(Instant::now);
                 let left = deadline.saturating_duration_since(Instant::now());
                 if self.publishers.is_empty() || left.is_zero() {
                     break;
                 }
-                timeout = Some(left);
+                timeout = Some(left.min(SWEEP_INTERVAL));
             }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if crate::net::interrupted(&e) {
@@ -111,10 +114,30 @@ impl IngestServer {
                     Token(k) => self.on_event(k),
                 }
             }
+            self.sweep();
         }
         match self.publishers.len() {
             0 => info!("ingest stopped"),
             n => warn!("ingest stopped with {n} publishers that did not finish closing"),
+        }
+    }
+
+    /// Drops publisher sockets past their handshake or close deadline.
+    fn sweep(&mut self) {
+        let hb = &self.shared.config.heartbeat;
+        let handshake = Duration::from_millis(hb.handshake_timeout_ms);
+        let close = Duration::from_millis(hb.close_timeout_ms);
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for (k, p) in self.publishers.iter_mut() {
+            if let Some(why) = p.clock.check(&p.conn, now, handshake, close) {
+                info!("publisher {} from {} dropped: {why}", p.id, p.conn.peer);
+                p.conn.kill();
+                expired.push(k);
+            }
+        }
+        for k in expired {
+            self.settle(k);
         }
     }
 
@@ -160,10 +183,12 @@ impl IngestServer {
                     let id = self.next_id;
                     entry.insert(Publisher {
                         conn: Conn::new(sock, peer),
+                        clock: SweepClock::new(),
                         id,
                         upgraded: false,
                         accepted: 0,
                         rejected: 0,
+                        bytes_out: 0,
                     });
                     debug!("publisher {id} connected from {peer}");
                 }
@@ -228,8 +253,9 @@ impl IngestServer {
         let Some(p) = self.publishers.get_mut(key) else {
             return;
         };
-        if p.conn.flush().is_err() {
-            p.conn.kill();
+        match p.conn.flush() {
+            Ok(r) => p.bytes_out += r.bytes as u64,
+            Err(_) => p.conn.kill(),
         }
         if p.conn.is_done() {
             let mut p = self.publishers.remove(key);
@@ -238,8 +264,14 @@ impl IngestServer {
                 self.shared.stats.ingest.publishers_active.sub(1);
             }
             info!(
-                "publisher {} from {} closed: {} accepted, {} rejected",
-                p.id, p.conn.peer, p.accepted, p.rejected
+                "publisher {} from {} closed after {} ms: in {} msgs ({} rejected)/{} B, out {} B",
+                p.id,
+                p.conn.peer,
+                p.clock.age().as_millis(),
+                p.accepted + p.rejected,
+                p.rejected,
+                p.conn.bytes_in(),
+                p.bytes_out
             );
         }
     }

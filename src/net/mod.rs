@@ -5,6 +5,7 @@ pub mod conn;
 pub mod http;
 pub mod listener;
 pub mod outqueue;
+pub mod sweep;
 
 /// Whether an I/O error means "try again when the socket is ready".
 pub fn would_block(err: &std::io::Error) -> bool {

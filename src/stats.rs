@@ -140,8 +140,10 @@ pub struct Snapshot {
     pub uptime: u64,
     /// Connections accepted since start.
     pub total_connections: u64,
-    /// Connections open now.
+    /// WebSocket connections open now.
     pub active_connections: u64,
+    /// Sockets open now on the public listener (WebSockets plus plain HTTP and handshakes).
+    pub open_sockets: u64,
     /// Filters held now.
     pub total_subscriptions: u64,
     /// Mean lifetime of closed connections, in ms.
@@ -206,7 +208,7 @@ pub struct ClosedSnapshot {
 pub struct WorkerSnapshot {
     /// Worker index.
     pub worker: usize,
-    /// Connections open.
+    /// WebSocket connections open.
     pub active_connections: u64,
     /// Connections accepted.
     pub total_connections: u64,
@@ -240,7 +242,8 @@ impl StatsRegistry {
         let mut closed_ms = 0;
         for (i, w) in self.workers.iter().enumerate() {
             s.total_connections += w.connections_accepted.get();
-            s.active_connections += w.connections_active.get();
+            s.active_connections += w.websockets_active.get();
+            s.open_sockets += w.connections_active.get();
             s.total_subscriptions += w.subscriptions_active.get();
             s.messages_forwarded += w.messages_forwarded.get();
             s.errors_encountered += w.errors.iter().map(Counter::get).sum::<u64>()
@@ -265,7 +268,7 @@ impl StatsRegistry {
             closed_ms += w.closed_duration_ms.get();
             s.workers.push(WorkerSnapshot {
                 worker: i,
-                active_connections: w.connections_active.get(),
+                active_connections: w.websockets_active.get(),
                 total_connections: w.connections_accepted.get(),
                 messages_forwarded: w.messages_forwarded.get(),
                 write_syscalls: w.write_syscalls.get(),
@@ -291,9 +294,9 @@ mod tests {
     #[test]
     fn snapshot_sums_workers() {
         let r = StatsRegistry::new(2);
-        r.workers[0].connections_active.add(3);
-        r.workers[1].connections_active.add(4);
-        r.workers[1].connections_active.sub(1);
+        r.workers[0].websockets_active.add(3);
+        r.workers[1].websockets_active.add(4);
+        r.workers[1].websockets_active.sub(1);
         r.workers[0].connections_closed.add(2);
         r.workers[0].closed_duration_ms.add(300);
         r.workers[1].errors[ErrorCode::NotFound.index()].inc();

@@ -37,7 +37,7 @@ fn public_listener_http_answers() {
     assert_eq!(status(&http(addr, &huge)), 431);
     // Every one of those was counted and closed.
     common::wait_until("connections closed", || {
-        server.stats().active_connections == 0
+        server.stats().open_sockets == 0
     });
     assert_eq!(server.stats().workers[0].total_connections, 7);
 }

@@ -5,7 +5,6 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::warn;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
@@ -13,6 +12,7 @@ use slab::Slab;
 
 use crate::net::conn::{Conn, ReadEvent};
 use crate::net::http::{self, RequestHead};
+use crate::net::listener;
 use crate::net::sweep::{SweepClock, SWEEP_INTERVAL};
 use crate::shared::Shared;
 
@@ -80,27 +80,15 @@ pub fn run(poll: Poll, mut listener: TcpListener, shared: Arc<Shared>) -> io::Re
         for ev in events.iter() {
             match ev.token() {
                 WAKER => {}
-                LISTENER => loop {
-                    match listener.accept() {
-                        Ok((mut sock, peer)) => {
-                            let entry = conns.vacant_entry();
-                            let interest = Interest::READABLE | Interest::WRITABLE;
-                            if poll
-                                .registry()
-                                .register(&mut sock, Token(entry.key()), interest)
-                                .is_ok()
-                            {
-                                entry.insert((Conn::new(sock, peer), SweepClock::new()));
-                            }
-                        }
-                        Err(e) if crate::net::would_block(&e) => break,
-                        Err(e) if crate::net::interrupted(&e) => continue,
-                        Err(e) => {
-                            warn!("admin: accept failed: {e}");
-                            break;
-                        }
-                    }
-                },
+                LISTENER => {
+                    listener::accept_into(
+                        &listener,
+                        poll.registry(),
+                        &mut conns,
+                        "admin",
+                        |_, sock, peer| (Conn::new(sock, peer), SweepClock::new()),
+                    );
+                }
                 Token(k) => {
                     let Some((conn, _)) = conns.get_mut(k) else {
                         continue;

@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use common::{msg, start, Client};
+use common::{msg, raw_ws, start, Client};
 use serde_json::json;
 
 fn expect_error(c: &mut Client, code: &str) -> serde_json::Value {
@@ -135,25 +135,6 @@ fn wait_rejected(server: &tickfan::ServerHandle, n: u64) {
     common::wait_until("rejections counted", || {
         server.stats().messages_rejected == n
     });
-}
-
-/// Performs the upgrade by hand and returns the raw socket, for hostile frames.
-fn raw_ws(addr: std::net::SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    s
 }
 
 /// Reads a server frame and returns the close code if it is a close frame.

@@ -36,9 +36,7 @@ fn public_listener_http_answers() {
     let huge = format!("GET /ws HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(10_000));
     assert_eq!(status(&http(addr, &huge)), 431);
     // Every one of those was counted and closed.
-    common::wait_until("connections closed", || {
-        server.stats().open_sockets == 0
-    });
+    common::wait_until("connections closed", || server.stats().open_sockets == 0);
     assert_eq!(server.stats().workers[0].total_connections, 7);
 }
 

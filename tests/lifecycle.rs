@@ -8,27 +8,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{msg, start, wait_until, Client};
+use common::{msg, raw_ws, start, wait_until, Client};
 use serde_json::json;
-
-/// Upgrades a raw socket by hand; the caller then ignores everything (never answers pings).
-fn raw_ws(addr: std::net::SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    s
-}
 
 /// Splits unmasked server frames into (opcode, payload).
 fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {

@@ -15,8 +15,8 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
 
 use crate::net::conn::{Conn, ReadEvent};
-use crate::net::http;
 use crate::net::sweep::{SweepClock, SWEEP_INTERVAL};
+use crate::net::{http, listener};
 use crate::protocol::publish::parse_publish;
 use crate::protocol::{outbound, CloseCode, ErrorCode};
 use crate::shared::{now_ms, Shared};
@@ -165,41 +165,26 @@ impl IngestServer {
         let Some(listener) = self.listener.as_ref() else {
             return;
         };
-        loop {
-            match listener.accept() {
-                Ok((mut sock, peer)) => {
-                    let _ = sock.set_nodelay(true);
-                    let entry = self.publishers.vacant_entry();
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut sock, Token(entry.key()), interest)
-                    {
-                        warn!("ingest: register failed: {e}");
-                        continue;
-                    }
-                    self.next_id += 1;
-                    let id = self.next_id;
-                    entry.insert(Publisher {
-                        conn: Conn::new(sock, peer),
-                        clock: SweepClock::new(),
-                        id,
-                        upgraded: false,
-                        accepted: 0,
-                        rejected: 0,
-                        bytes_out: 0,
-                    });
-                    debug!("publisher {id} connected from {peer}");
+        let next_id = &mut self.next_id;
+        listener::accept_into(
+            listener,
+            self.poll.registry(),
+            &mut self.publishers,
+            "ingest",
+            |_, sock, peer| {
+                *next_id += 1;
+                debug!("publisher {} connected from {peer}", *next_id);
+                Publisher {
+                    conn: Conn::new(sock, peer),
+                    clock: SweepClock::new(),
+                    id: *next_id,
+                    upgraded: false,
+                    accepted: 0,
+                    rejected: 0,
+                    bytes_out: 0,
                 }
-                Err(e) if crate::net::would_block(&e) => break,
-                Err(e) if crate::net::interrupted(&e) => continue,
-                Err(e) => {
-                    warn!("ingest: accept failed: {e}");
-                    break;
-                }
-            }
-        }
+            },
+        );
     }
 
     fn on_event(&mut self, key: usize) {

@@ -3,6 +3,9 @@
 use std::io;
 use std::net::SocketAddr;
 
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Binds a non-blocking listener with SO_REUSEADDR and SO_REUSEPORT.
@@ -29,6 +32,43 @@ pub fn bind_group(
         all.push(bind(bound, backlog)?);
     }
     Ok(all)
+}
+
+/// Accepts every pending connection (edge-triggered: until `EAGAIN`), registers each for
+/// READABLE | WRITABLE under its slab key, and stores `make(key, stream, peer)` in `slab`.
+/// Returns how many were accepted. Accept errors other than `EAGAIN`/`EINTR` (such as
+/// `EMFILE`) are logged under `who` and end the round: the rest waits in the backlog.
+pub fn accept_into<T>(
+    listener: &TcpListener,
+    registry: &Registry,
+    slab: &mut Slab<T>,
+    who: &str,
+    mut make: impl FnMut(usize, TcpStream, SocketAddr) -> T,
+) -> usize {
+    let mut accepted = 0;
+    loop {
+        match listener.accept() {
+            Ok((mut sock, peer)) => {
+                let _ = sock.set_nodelay(true);
+                let entry = slab.vacant_entry();
+                let key = entry.key();
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if let Err(e) = registry.register(&mut sock, Token(key), interest) {
+                    log::warn!("{who}: cannot register a connection from {peer}: {e}");
+                    continue;
+                }
+                entry.insert(make(key, sock, peer));
+                accepted += 1;
+            }
+            Err(e) if super::would_block(&e) => break,
+            Err(e) if super::interrupted(&e) => continue,
+            Err(e) => {
+                log::warn!("{who}: accept failed: {e}");
+                break;
+            }
+        }
+    }
+    accepted
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use tungstenite::protocol::WebSocketConfig;
 
 use crate::bus::{DataMsg, WorkerInbox, WorkerMsg};
 use crate::net::conn::{Conn, ReadEvent};
+use crate::net::listener;
 use crate::routing::StreamTable;
 use crate::shared::Shared;
 use crate::stats::WorkerStats;
@@ -171,47 +172,35 @@ impl Worker {
         let Some(listener) = self.listener.as_ref() else {
             return;
         };
-        loop {
-            match listener.accept() {
-                Ok((mut sock, peer)) => {
-                    let _ = sock.set_nodelay(true);
-                    let entry = self.sessions.vacant_entry();
-                    let key = entry.key();
-                    if let Err(e) = self.poll.registry().register(
-                        &mut sock,
-                        Token(key),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        warn!("worker {}: register failed: {e}", self.index);
-                        continue;
-                    }
-                    self.next_conn += 1;
-                    let id = ((self.index as u64) << 48) | self.next_conn;
-                    let burst = self.shared.config.limits.message_burst;
-                    entry.insert(Session::new(Conn::new(sock, peer), id, burst, self.now));
-                    let at = self.now + self.shared.config.heartbeat.handshake_timeout_ms;
-                    self.timers.insert(
+        let (index, now) = (self.index, self.now);
+        let burst = self.shared.config.limits.message_burst;
+        let handshake_ms = self.shared.config.heartbeat.handshake_timeout_ms;
+        let (next_conn, timers) = (&mut self.next_conn, &mut self.timers);
+        let who = format!("worker {index}");
+        let n = listener::accept_into(
+            listener,
+            self.poll.registry(),
+            &mut self.sessions,
+            &who,
+            |key, sock, peer| {
+                *next_conn += 1;
+                let id = ((index as u64) << 48) | *next_conn;
+                let at = now + handshake_ms;
+                timers.insert(
+                    at,
+                    Timer {
+                        key,
+                        conn: id,
+                        kind: TimerKind::Handshake,
                         at,
-                        Timer {
-                            key,
-                            conn: id,
-                            kind: TimerKind::Handshake,
-                            at,
-                        },
-                    );
-                    self.stats.connections_accepted.inc();
-                    self.stats.connections_active.inc();
-                    debug!("conn {id} accepted from {peer} on worker {}", self.index);
-                }
-                Err(e) if crate::net::would_block(&e) => break,
-                Err(e) if crate::net::interrupted(&e) => continue,
-                Err(e) => {
-                    // EMFILE and friends: leave the rest in the backlog for the next event.
-                    warn!("worker {}: accept failed: {e}", self.index);
-                    break;
-                }
-            }
-        }
+                    },
+                );
+                debug!("conn {id} accepted from {peer} on worker {index}");
+                Session::new(Conn::new(sock, peer), id, burst, now)
+            },
+        );
+        self.stats.connections_accepted.add(n as u64);
+        self.stats.connections_active.add(n as u64);
     }
 
     /// Handles inbox messages; returns whether some were left for the next turn.

@@ -24,6 +24,7 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 #[serde(rename_all = "camelCase")]
 struct Health {
     status: &'static str,
+    reasons: Vec<String>,
     connections: u64,
     uptime: u64,
     last_error: Option<()>,
@@ -35,8 +36,14 @@ struct Health {
 /// The `/health` body: status, connections, uptime (s).
 pub fn health_json(shared: &Shared) -> Vec<u8> {
     let s = shared.stats.snapshot();
+    let reasons = degraded_reasons(shared);
     let h = Health {
-        status: "healthy",
+        status: if reasons.is_empty() {
+            "healthy"
+        } else {
+            "degraded"
+        },
+        reasons,
         connections: s.active_connections,
         uptime: s.uptime,
         last_error: None,
@@ -46,6 +53,27 @@ pub fn health_json(shared: &Shared) -> Vec<u8> {
     };
     serde_json::to_vec(&h).unwrap_or_default()
 }
+
+/// Why the gateway is degraded now (empty when healthy): memory over its limit, or a worker's
+/// channel overflowing within the last [`RECENT_DROP_MS`].
+pub fn degraded_reasons(shared: &Shared) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let stats = &shared.stats;
+    if stats.workers.iter().any(|w| w.memory_over_limit.get() == 1) {
+        reasons.push(format!(
+            "memory over backpressure.memory_limit_bytes ({})",
+            shared.config.backpressure.memory_limit_bytes
+        ));
+    }
+    let last_drop = stats.ingest.last_channel_drop_ms.get();
+    if last_drop > 0 && crate::shared::now_ms().saturating_sub(last_drop) < RECENT_DROP_MS {
+        reasons.push("a worker's channel was full: messages dropped for its subscribers".into());
+    }
+    reasons
+}
+
+/// How long a channel overflow keeps the gateway degraded.
+pub const RECENT_DROP_MS: u64 = 10_000;
 
 /// The `/stats` body: the summed snapshot with its per-worker breakdown.
 pub fn stats_json(shared: &Shared) -> Vec<u8> {

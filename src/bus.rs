@@ -27,6 +27,8 @@ pub struct DataMsg {
 pub enum WorkerMsg {
     /// Fan this message out.
     Data(DataMsg),
+    /// Fault injection for tests and drills: block the worker's loop this long.
+    Stall(std::time::Duration),
 }
 
 /// The sending end of one worker's inbox.

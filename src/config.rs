@@ -76,6 +76,64 @@ pub struct Config {
     pub batch: BatchConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Slow consumers and memory limits.
+    pub backpressure: BackpressureConfig,
+}
+
+/// What happens to a data message for a connection whose output queue is over its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Close the connection with 4001 "slow consumer" (ordered streams: trades, depth deltas).
+    Disconnect,
+    /// Keep only the newest queued message of each stream (state-like streams: tickers).
+    Conflate,
+    /// Drop new messages while over the limit and tell the client how many it missed.
+    Drop,
+}
+
+/// `[backpressure]`: bounded output per connection and for the process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackpressureConfig {
+    /// Pending output above which a connection may stay only `soft_grace_ms`.
+    pub soft_limit_bytes: usize,
+    /// Pending output above which the policy applies at once.
+    pub hard_limit_bytes: usize,
+    /// How long a connection may stay above the soft limit before the policy applies.
+    pub soft_grace_ms: u64,
+    /// The policy for data types not listed in `policy_by_data_type`.
+    pub policy: Policy,
+    /// Policies by dataType.
+    pub policy_by_data_type: std::collections::BTreeMap<String, Policy>,
+    /// Resident memory above which the slowest consumers are shed and health is degraded;
+    /// 0 = no guard.
+    pub memory_limit_bytes: u64,
+}
+
+impl Default for BackpressureConfig {
+    fn default() -> Self {
+        BackpressureConfig {
+            soft_limit_bytes: 64 * 1024,
+            hard_limit_bytes: 1024 * 1024,
+            soft_grace_ms: 2_000,
+            policy: Policy::Disconnect,
+            policy_by_data_type: [("ticker".to_string(), Policy::Conflate)]
+                .into_iter()
+                .collect(),
+            memory_limit_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+impl BackpressureConfig {
+    /// The policy for a data type.
+    pub fn policy_for(&self, data_type: &str) -> Policy {
+        self.policy_by_data_type
+            .get(data_type)
+            .copied()
+            .unwrap_or(self.policy)
+    }
 }
 
 /// `[heartbeat]`: liveness of connections.
@@ -465,6 +523,12 @@ impl Config {
                 return Err(ConfigError::key(key, "must be greater than 0"));
             }
         }
+        if self.backpressure.hard_limit_bytes < self.backpressure.soft_limit_bytes {
+            return Err(ConfigError::key(
+                "backpressure.hard_limit_bytes",
+                "must be at least backpressure.soft_limit_bytes",
+            ));
+        }
         if self.batch.window_ms > 1_000 {
             return Err(ConfigError::key("batch.window_ms", "at most 1000"));
         }
@@ -533,6 +597,26 @@ mod tests {
         assert_eq!(c.limits.max_connections, 100);
         assert_eq!(c.feed.symbols, vec!["A", "B"]);
         assert_eq!(c.listen_addr().unwrap(), None);
+    }
+
+    #[test]
+    fn policies_by_data_type() {
+        let c = ConfigBuilder::new()
+            .set_pair("backpressure.policy_by_data_type={depth=\"drop\"}")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.backpressure.policy_for("depth"), Policy::Drop);
+        assert_eq!(c.backpressure.policy_for("trade"), Policy::Disconnect);
+        assert_eq!(
+            Config::default().backpressure.policy_for("ticker"),
+            Policy::Conflate
+        );
+        let e = ConfigBuilder::new()
+            .set_pair("backpressure.policy=maybe")
+            .unwrap()
+            .build();
+        assert!(e.unwrap_err().to_string().contains("backpressure.policy"));
     }
 
     #[test]

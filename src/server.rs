@@ -56,6 +56,7 @@ pub struct ServerHandle {
     worker_threads: Vec<JoinHandle<()>>,
     other_threads: Vec<JoinHandle<()>>,
     wakers: Vec<Arc<Waker>>,
+    links: Vec<bus::WorkerLink>,
     public_addr: Option<SocketAddr>,
     ingest_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
@@ -114,6 +115,7 @@ impl ServerHandle {
             worker_threads: Vec::new(),
             other_threads: Vec::new(),
             wakers: Vec::new(),
+            links: Vec::new(),
             public_addr,
             ingest_addr,
             admin_addr,
@@ -132,6 +134,7 @@ impl ServerHandle {
                 .worker_threads
                 .push(spawn(format!("tickfan-worker-{i}"), move || w.run())?);
         }
+        handle.links = links.clone();
         let max_streams = shared.config.limits.max_streams;
         let dispatcher = Arc::new(Mutex::new(Dispatcher::new(
             links,
@@ -199,6 +202,18 @@ impl ServerHandle {
     /// The counters summed now.
     pub fn stats(&self) -> Snapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// Fault injection for tests and drills: blocks worker `index`'s loop for `duration`
+    /// (queued behind the data already in its channel). Returns false if it could not be
+    /// queued (channel full, or no such worker).
+    pub fn stall_worker(&self, index: usize, duration: std::time::Duration) -> bool {
+        let Some(link) = self.links.get(index) else {
+            return false;
+        };
+        let sent = link.try_send(bus::WorkerMsg::Stall(duration));
+        link.wake_now();
+        sent
     }
 
     /// Graceful shutdown: sources stop and publishers get close 1001, then workers deliver

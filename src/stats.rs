@@ -86,8 +86,28 @@ pub struct WorkerStats {
     pub messages_received: Counter,
     /// Data messages taken from the worker's channel.
     pub data_in: Counter,
-    /// Data messages queued on connections (one per matching connection).
+    /// Data messages routed to connections (one per matching open connection).
     pub messages_forwarded: Counter,
+    /// Data frames completely written to sockets.
+    pub data_written: Counter,
+    /// Data frames replaced by a newer one of the same stream (conflate policy).
+    pub conflated: Counter,
+    /// Data messages dropped for a connection over its limit (drop policy).
+    pub dropped_slow: Counter,
+    /// Data frames still queued when their connection closed (slow-consumer closes included).
+    pub dropped_on_close: Counter,
+    /// Connections closed with 4001 (disconnect policy, or conflation not enough).
+    pub slow_disconnects: Counter,
+    /// Connections closed with 4001 by the memory guard.
+    pub memory_sheds: Counter,
+    /// Messages a worker never received because its channel was full (seen as seq gaps).
+    pub channel_gap_messages: Counter,
+    /// Bytes queued on this worker's connections (updated every housekeeping tick).
+    pub pending_bytes: Counter,
+    /// Largest queue of one connection (updated every housekeeping tick).
+    pub max_pending_bytes: Counter,
+    /// 1 while the process is over `backpressure.memory_limit_bytes` (as this worker saw it).
+    pub memory_over_limit: Counter,
     /// Frames completely written to sockets.
     pub frames_written: Counter,
     /// Bytes written to sockets.
@@ -117,6 +137,8 @@ pub struct IngestStats {
     pub messages_rejected: Counter,
     /// Messages not delivered to a worker because its channel was full, summed over workers.
     pub dropped_channel_full: Counter,
+    /// When that last happened, ms since the epoch (0 = never).
+    pub last_channel_drop_ms: Counter,
     /// Streams known.
     pub streams: Counter,
 }
@@ -172,10 +194,39 @@ pub struct Snapshot {
     pub publishers: u64,
     /// Heartbeat pings sent.
     pub pings_sent: u64,
+    /// Where every data message routed to a connection went.
+    pub delivery: DeliverySnapshot,
     /// Closed connections by cause.
     pub closed: ClosedSnapshot,
     /// Per worker: active connections and messages forwarded.
     pub workers: Vec<WorkerSnapshot>,
+}
+
+/// The fate of data messages routed to connections. Invariant:
+/// `routed = written + conflated + droppedSlowConsumer + droppedOnClose + pending`.
+#[derive(Debug, Serialize, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverySnapshot {
+    /// Routed to a connection (the same as `messagesForwarded`).
+    pub routed: u64,
+    /// Written to the socket.
+    pub written: u64,
+    /// Replaced by a newer message of the same stream (conflate policy).
+    pub conflated: u64,
+    /// Dropped for a connection over its limit (drop policy).
+    pub dropped_slow_consumer: u64,
+    /// Still queued when the connection closed.
+    pub dropped_on_close: u64,
+    /// Queued now (routed minus the rest).
+    pub pending: u64,
+    /// Bytes queued now (as of the last housekeeping tick).
+    pub pending_bytes: u64,
+    /// Connections closed with 4001 for being slow.
+    pub disconnected_slow: u64,
+    /// Connections closed with 4001 by the memory guard.
+    pub memory_shed: u64,
+    /// Messages workers never received because their channel was full.
+    pub channel_gap_messages: u64,
 }
 
 /// Closed connections by cause (the causes the gateway decides; the rest closed normally).
@@ -218,6 +269,12 @@ pub struct WorkerSnapshot {
     pub write_syscalls: u64,
     /// Loop turns.
     pub loop_turns: u64,
+    /// Bytes queued on its connections.
+    pub pending_bytes: u64,
+    /// Largest queue of one connection.
+    pub max_pending_bytes: u64,
+    /// Messages it never received because its channel was full.
+    pub channel_gap_messages: u64,
 }
 
 impl StatsRegistry {
@@ -255,6 +312,16 @@ impl StatsRegistry {
             s.write_syscalls += w.write_syscalls.get();
             closed += w.connections_closed.get();
             s.pings_sent += w.pings_sent.get();
+            let d = &mut s.delivery;
+            d.routed += w.messages_forwarded.get();
+            d.written += w.data_written.get();
+            d.conflated += w.conflated.get();
+            d.dropped_slow_consumer += w.dropped_slow.get();
+            d.dropped_on_close += w.dropped_on_close.get();
+            d.pending_bytes += w.pending_bytes.get();
+            d.disconnected_slow += w.slow_disconnects.get();
+            d.memory_shed += w.memory_sheds.get();
+            d.channel_gap_messages += w.channel_gap_messages.get();
             let c = &mut s.closed;
             c.total += w.connections_closed.get();
             c.heartbeat_timeout += w.closed_heartbeat_timeout.get();
@@ -273,9 +340,16 @@ impl StatsRegistry {
                 messages_forwarded: w.messages_forwarded.get(),
                 write_syscalls: w.write_syscalls.get(),
                 loop_turns: w.loop_turns.get(),
+                pending_bytes: w.pending_bytes.get(),
+                max_pending_bytes: w.max_pending_bytes.get(),
+                channel_gap_messages: w.channel_gap_messages.get(),
             });
         }
         s.average_connection_duration = closed_ms.checked_div(closed).unwrap_or(0);
+        let d = &mut s.delivery;
+        d.pending = d
+            .routed
+            .saturating_sub(d.written + d.conflated + d.dropped_slow_consumer + d.dropped_on_close);
         let ing = &self.ingest;
         s.messages_accepted = ing.messages_accepted.get();
         s.messages_rejected = ing.messages_rejected.get();

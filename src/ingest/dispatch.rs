@@ -90,6 +90,7 @@ impl Dispatcher {
         for w in &self.workers {
             if !w.try_send(WorkerMsg::Data(data.clone())) {
                 self.stats.dropped_channel_full.inc();
+                self.stats.last_channel_drop_ms.set(now_ms);
             }
         }
         self.stats.messages_accepted.inc();
@@ -144,7 +145,9 @@ mod tests {
         // The channel holds 2: the third message was counted as dropped.
         assert_eq!(stats.dropped_channel_full.get(), 1);
         assert_eq!(stats.messages_accepted.get(), 3);
-        let WorkerMsg::Data(first) = inbox.rx.try_recv().unwrap();
+        let Ok(WorkerMsg::Data(first)) = inbox.rx.try_recv() else {
+            panic!("no data")
+        };
         assert_eq!((first.stream, first.seq), (0, 1));
         d.wake_workers();
     }

@@ -278,6 +278,23 @@ impl Conn {
         }
     }
 
+    /// Queues a data frame of stream `stream`. Returns whether it was queued (false once the
+    /// WebSocket is closing).
+    #[inline]
+    pub fn send_data(&mut self, frame: Bytes, stream: u32) -> bool {
+        if self.is_open() {
+            self.io.out.push_data(frame, stream);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The output queue, for backpressure (conflating or dropping data frames).
+    pub fn out_mut(&mut self) -> &mut OutQueue {
+        &mut self.io.out
+    }
+
     /// Starts the close handshake with `code`; the connection ends when the peer answers.
     pub fn close(&mut self, code: CloseCode, reason: &str) {
         if let Phase::Open(ctx) = &mut self.phase {

@@ -2,7 +2,9 @@
 //!
 //! Frames are reference-counted [`Bytes`]: a data frame encoded once is queued on every
 //! subscriber without a copy. Everything queued in one loop turn goes out in as few `writev`
-//! calls as the socket allows.
+//! calls as the socket allows. Each frame is tagged as control (never dropped or conflated) or
+//! as data of a stream, so that backpressure policies can conflate or drop data only, and so
+//! that written, conflated and dropped data frames are counted exactly.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -13,6 +15,8 @@ use bytes::Bytes;
 const MAX_IOV: usize = 128;
 /// A drained queue keeps at most this many slots of capacity.
 const KEEP_SLOTS: usize = 16;
+/// Tag of control frames (replies, pings, pongs, closes, handshake responses).
+const CONTROL: u32 = u32::MAX;
 
 /// What one [`OutQueue::write_to`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -21,19 +25,31 @@ pub struct WriteReport {
     pub bytes: usize,
     /// Frames completely written.
     pub frames: usize,
+    /// Of those, data frames.
+    pub data_frames: usize,
     /// `writev` calls made.
     pub syscalls: usize,
     /// Whether the queue is now empty.
     pub drained: bool,
 }
 
+/// Data frames and bytes taken out of the queue unwritten.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// Data frames removed.
+    pub frames: usize,
+    /// Their bytes.
+    pub bytes: usize,
+}
+
 /// Frames waiting to be written, oldest first.
 #[derive(Debug, Default)]
 pub struct OutQueue {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<(Bytes, u32)>,
     /// Bytes of the front frame already written.
     head_offset: usize,
     pending_bytes: usize,
+    pending_data: usize,
 }
 
 impl OutQueue {
@@ -42,11 +58,20 @@ impl OutQueue {
         Self::default()
     }
 
-    /// Appends a frame.
+    /// Appends a control frame.
     #[inline]
     pub fn push(&mut self, frame: Bytes) {
         self.pending_bytes += frame.len();
-        self.frames.push_back(frame);
+        self.frames.push_back((frame, CONTROL));
+    }
+
+    /// Appends a data frame of stream `stream`.
+    #[inline]
+    pub fn push_data(&mut self, frame: Bytes, stream: u32) {
+        debug_assert!(stream != CONTROL);
+        self.pending_bytes += frame.len();
+        self.pending_data += 1;
+        self.frames.push_back((frame, stream));
     }
 
     /// Bytes not yet written.
@@ -59,9 +84,48 @@ impl OutQueue {
         self.frames.len()
     }
 
+    /// Data frames not yet completely written.
+    pub fn pending_data(&self) -> usize {
+        self.pending_data
+    }
+
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
+    }
+
+    /// Index of the first frame that may be removed (a partly written head must stay whole).
+    fn first_removable(&self) -> usize {
+        usize::from(self.head_offset > 0)
+    }
+
+    /// Removes every unwritten data frame of `stream` (conflation: the caller then queues the
+    /// newest one).
+    pub fn conflate(&mut self, stream: u32) -> Removed {
+        self.remove_data_where(|tag| tag == stream)
+    }
+
+    /// Removes every unwritten data frame (before a slow-consumer close); control frames stay.
+    pub fn drop_data(&mut self) -> Removed {
+        self.remove_data_where(|tag| tag != CONTROL)
+    }
+
+    fn remove_data_where(&mut self, pred: impl Fn(u32) -> bool) -> Removed {
+        let mut removed = Removed::default();
+        let first = self.first_removable();
+        let mut i = 0;
+        self.frames.retain(|(f, tag)| {
+            let keep = i < first || !pred(*tag);
+            i += 1;
+            if !keep {
+                removed.frames += 1;
+                removed.bytes += f.len();
+            }
+            keep
+        });
+        self.pending_bytes -= removed.bytes;
+        self.pending_data -= removed.frames;
+        removed
     }
 
     /// Writes as much as the writer takes, until the queue is empty or the writer would block.
@@ -71,7 +135,7 @@ impl OutQueue {
         while !self.frames.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
-            for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
+            for (i, (f, _)) in self.frames.iter().take(MAX_IOV).enumerate() {
                 let s = if i == 0 {
                     &f[self.head_offset..]
                 } else {
@@ -85,7 +149,7 @@ impl OutQueue {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
                     report.bytes += written;
-                    report.frames += self.advance(written);
+                    self.advance(written, &mut report);
                 }
                 Err(e) if super::interrupted(&e) => continue,
                 Err(e) if super::would_block(&e) => break,
@@ -99,40 +163,37 @@ impl OutQueue {
         Ok(report)
     }
 
-    /// Drops `written` bytes from the front; returns how many frames completed.
-    fn advance(&mut self, mut written: usize) -> usize {
+    /// Drops `written` bytes from the front, counting completed frames into `report`.
+    fn advance(&mut self, mut written: usize, report: &mut WriteReport) {
         self.pending_bytes -= written;
-        let mut done = 0;
-        while written > 0 {
-            let Some(front) = self.frames.front() else {
-                break;
-            };
+        while let Some((front, tag)) = self.frames.front() {
             let left = front.len() - self.head_offset;
-            if written >= left {
-                written -= left;
-                self.head_offset = 0;
-                self.frames.pop_front();
-                done += 1;
-            } else {
+            if written < left {
                 self.head_offset += written;
-                written = 0;
+                break;
             }
-        }
-        // Zero-length frames at the front count as written too.
-        while self.frames.front().is_some_and(|f| f.is_empty()) {
+            written -= left;
+            if *tag != CONTROL {
+                self.pending_data -= 1;
+                report.data_frames += 1;
+            }
+            report.frames += 1;
+            self.head_offset = 0;
             self.frames.pop_front();
-            done += 1;
         }
-        done
     }
 
-    /// Drops everything pending; returns the bytes dropped.
-    pub fn clear(&mut self) -> usize {
-        let n = self.pending_bytes;
+    /// Drops everything pending; returns the data frames and bytes dropped.
+    pub fn clear(&mut self) -> Removed {
+        let removed = Removed {
+            frames: self.pending_data,
+            bytes: self.pending_bytes,
+        };
         self.frames = VecDeque::new();
         self.head_offset = 0;
         self.pending_bytes = 0;
-        n
+        self.pending_data = 0;
+        removed
     }
 }
 
@@ -140,7 +201,7 @@ impl OutQueue {
 mod tests {
     use super::*;
 
-    /// A writer that takes at most `budget` bytes per call and then blocks.
+    /// A writer that takes at most `per_call` bytes per call, `calls_left` times, then blocks.
     struct Trickle {
         out: Vec<u8>,
         per_call: usize,
@@ -175,29 +236,31 @@ mod tests {
     #[test]
     fn partial_writes_resume_in_order() {
         let mut q = OutQueue::new();
-        for s in ["hello ", "shared ", "", "world"] {
-            q.push(Bytes::from(s));
-        }
+        q.push(Bytes::from("hello "));
+        q.push_data(Bytes::from("shared "), 1);
+        q.push(Bytes::from(""));
+        q.push_data(Bytes::from("world"), 2);
         let mut w = Trickle {
             out: vec![],
             per_call: 4,
             calls_left: 2,
         };
         let r = q.write_to(&mut w).unwrap();
-        assert_eq!((r.bytes, r.syscalls, r.drained), (8, 3, false));
+        assert_eq!((r.bytes, r.syscalls, r.drained, r.frames), (8, 3, false, 1));
         assert_eq!(q.pending_bytes(), 10);
         w.calls_left = 100;
         let r = q.write_to(&mut w).unwrap();
         assert!(r.drained);
+        assert_eq!((r.frames, r.data_frames), (3, 2));
         assert_eq!(String::from_utf8(w.out).unwrap(), "hello shared world");
-        assert_eq!(q.pending_bytes(), 0);
+        assert_eq!((q.pending_bytes(), q.pending_data()), (0, 0));
     }
 
     #[test]
     fn one_writev_for_many_frames() {
         let mut q = OutQueue::new();
         for _ in 0..100 {
-            q.push(Bytes::from_static(b"0123456789"));
+            q.push_data(Bytes::from_static(b"0123456789"), 0);
         }
         let mut w = Trickle {
             out: vec![],
@@ -205,6 +268,47 @@ mod tests {
             calls_left: 1,
         };
         let r = q.write_to(&mut w).unwrap();
-        assert_eq!((r.syscalls, r.frames, r.drained), (1, 100, true));
+        assert_eq!(
+            (r.syscalls, r.frames, r.data_frames, r.drained),
+            (1, 100, 100, true)
+        );
+    }
+
+    #[test]
+    fn conflate_and_drop_keep_control_frames_and_a_started_head() {
+        let mut q = OutQueue::new();
+        q.push_data(Bytes::from_static(b"A1"), 1);
+        q.push(Bytes::from_static(b"pong"));
+        q.push_data(Bytes::from_static(b"A2"), 1);
+        q.push_data(Bytes::from_static(b"B1"), 2);
+        // Start writing the head: it may not be removed any more.
+        let mut w = Trickle {
+            out: vec![],
+            per_call: 1,
+            calls_left: 1,
+        };
+        q.write_to(&mut w).unwrap();
+        assert_eq!(
+            q.conflate(1),
+            Removed {
+                frames: 1,
+                bytes: 2
+            }
+        );
+        q.push_data(Bytes::from_static(b"A3"), 1);
+        assert_eq!(q.pending_data(), 3);
+        assert_eq!(
+            q.drop_data(),
+            Removed {
+                frames: 2,
+                bytes: 4
+            }
+        );
+        assert_eq!((q.pending_data(), q.pending_frames()), (1, 2));
+        w.calls_left = 10;
+        w.per_call = 100;
+        let r = q.write_to(&mut w).unwrap();
+        assert_eq!((r.data_frames, r.frames), (1, 2));
+        assert_eq!(w.out, b"A1pong");
     }
 }

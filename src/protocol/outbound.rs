@@ -91,6 +91,31 @@ pub fn unsubscribed(id: Option<&RawValue>, filter_id: &str) -> Bytes {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DroppedNotice<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    exchange: &'a str,
+    symbol: &'a str,
+    data_type: &'a str,
+    count: u64,
+    reason: &'a str,
+}
+
+/// `{"type":"dropped",...}`: `count` messages of this stream were not delivered, and why
+/// (`slow_consumer`, `worker_overloaded`), so the client can explain its seq gap.
+pub fn dropped(key: &StreamKey, count: u64, reason: &str) -> Bytes {
+    json_frame(&DroppedNotice {
+        kind: "dropped",
+        exchange: &key.exchange,
+        symbol: &key.symbol,
+        data_type: &key.data_type,
+        count,
+        reason,
+    })
+}
+
+#[derive(Serialize)]
 struct TimeReply<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
@@ -154,7 +179,7 @@ pub struct ConnStatsReply {
     pub messages_received: u64,
     /// Bytes received from the client (WebSocket framing included).
     pub bytes_received: u64,
-    /// Data messages queued for this connection.
+    /// Data messages routed to this connection.
     pub data_messages_queued: u64,
     /// Frames (data and replies) written to the socket in full.
     pub frames_sent: u64,
@@ -162,6 +187,18 @@ pub struct ConnStatsReply {
     pub bytes_sent: u64,
     /// Bytes queued and not yet written.
     pub pending_bytes: u64,
+    /// Data messages written in full.
+    pub data_messages_written: u64,
+    /// Data messages replaced by a newer one of their stream (conflate policy).
+    pub conflated: u64,
+    /// Data messages dropped while over the output limit (drop policy).
+    pub dropped_slow_consumer: u64,
+    /// Data messages dropped unwritten at a slow-consumer close.
+    pub dropped_on_close: u64,
+    /// Data messages queued, not yet written. Invariant: `dataMessagesQueued =
+    /// dataMessagesWritten + conflated + droppedSlowConsumer + droppedOnClose +
+    /// pendingDataMessages`.
+    pub pending_data_messages: u64,
     /// Filters held.
     pub filters: usize,
     /// Streams currently matched by the filters.

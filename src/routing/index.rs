@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::filter::{Filter, StreamKey};
+use crate::config::Policy;
 
 /// Dense stream number assigned by the sequencer (0, 1, 2, ...).
 pub type StreamId = u32;
@@ -15,6 +16,10 @@ pub struct StreamEntry {
     pub key: Arc<StreamKey>,
     /// Slab keys of subscribed connections, each once.
     pub subscribers: Vec<usize>,
+    /// Backpressure policy of the stream's data type.
+    pub policy: Policy,
+    /// The last seq this worker received (to see gaps from a full channel).
+    pub last_seq: u64,
 }
 
 /// Every stream the worker has seen, indexed by [`StreamId`].
@@ -43,12 +48,38 @@ impl StreamTable {
 
     /// Adds a stream seen for the first time; `subscribers` are the connections whose filters
     /// match it.
-    pub fn insert(&mut self, id: StreamId, key: Arc<StreamKey>, subscribers: Vec<usize>) {
+    pub fn insert(
+        &mut self,
+        id: StreamId,
+        key: Arc<StreamKey>,
+        subscribers: Vec<usize>,
+        policy: Policy,
+    ) {
         let i = id as usize;
         if self.entries.len() <= i {
             self.entries.resize_with(i + 1, || None);
         }
-        self.entries[i] = Some(StreamEntry { key, subscribers });
+        self.entries[i] = Some(StreamEntry {
+            key,
+            subscribers,
+            policy,
+            last_seq: 0,
+        });
+    }
+
+    /// Records that `seq` of stream `id` arrived; returns how many messages before it never
+    /// arrived (0 without a gap).
+    pub fn note_seq(&mut self, id: StreamId, seq: u64) -> u64 {
+        let Some(Some(e)) = self.entries.get_mut(id as usize) else {
+            return 0;
+        };
+        let gap = if e.last_seq > 0 {
+            seq.saturating_sub(e.last_seq + 1)
+        } else {
+            0
+        };
+        e.last_seq = e.last_seq.max(seq);
+        gap
     }
 
     /// Known streams in id order.
@@ -237,9 +268,10 @@ mod tests {
 
     fn table() -> StreamTable {
         let mut t = StreamTable::new();
-        t.insert(0, StreamKey::new("binance", "BTC", "trade"), vec![]);
-        t.insert(1, StreamKey::new("binance", "ETH", "trade"), vec![]);
-        t.insert(2, StreamKey::new("kraken", "BTC", "ticker"), vec![]);
+        let p = Policy::Disconnect;
+        t.insert(0, StreamKey::new("binance", "BTC", "trade"), vec![], p);
+        t.insert(1, StreamKey::new("binance", "ETH", "trade"), vec![], p);
+        t.insert(2, StreamKey::new("kraken", "BTC", "ticker"), vec![], p);
         t
     }
 
@@ -261,6 +293,15 @@ mod tests {
         assert!(s.unsubscribe(&mut t, 7, b));
         assert!(!s.unsubscribe(&mut t, 7, b));
         assert!(t.iter().all(|(_, e)| e.subscribers.is_empty()));
+    }
+
+    #[test]
+    fn seq_gaps_are_reported() {
+        let mut t = table();
+        assert_eq!(t.note_seq(0, 1), 0);
+        assert_eq!(t.note_seq(0, 2), 0);
+        assert_eq!(t.note_seq(0, 5), 2);
+        assert_eq!(t.note_seq(9, 5), 0);
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum TimerKind {
     CloseWait,
     /// The batch window of the session's queued data ends.
     Batch,
+    /// Worker-level: gauges and the memory guard.
+    Housekeeping,
 }
 
 /// A timer entry: which session (slab key + connection id, so a reused key is not confused)
@@ -96,6 +98,9 @@ impl Worker {
     }
 
     fn on_timer(&mut self, t: Timer) {
+        if t.kind == TimerKind::Housekeeping {
+            return self.housekeeping();
+        }
         let Some(s) = self.sessions.get_mut(t.key) else {
             return;
         };
@@ -164,6 +169,7 @@ impl Worker {
                     self.mark_dirty(t.key);
                 }
             }
+            TimerKind::Housekeeping => {}
         }
         self.settle(t.key);
     }

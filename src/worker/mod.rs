@@ -2,6 +2,7 @@
 //! stream → subscribers index, a timer wheel and its counters. Data arrives on its inbox;
 //! everything due in a loop turn is written before the next poll.
 
+mod delivery;
 mod lifecycle;
 mod requests;
 pub mod session;
@@ -16,7 +17,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tungstenite::protocol::WebSocketConfig;
 
-use crate::bus::{DataMsg, WorkerInbox, WorkerMsg};
+use crate::bus::{WorkerInbox, WorkerMsg};
 use crate::net::conn::{Conn, ReadEvent};
 use crate::net::listener;
 use crate::routing::StreamTable;
@@ -107,6 +108,7 @@ impl Worker {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut backlog = false;
+        self.start_housekeeping();
         info!("worker {} started", self.index);
         loop {
             if self.shared.is_stopped() {
@@ -208,63 +210,17 @@ impl Worker {
         for _ in 0..MAX_INBOX_PER_TURN {
             match self.inbox.rx.try_recv() {
                 Ok(WorkerMsg::Data(msg)) => self.fan_out(msg),
+                Ok(WorkerMsg::Stall(d)) => {
+                    warn!(
+                        "worker {}: stalling for {d:?} (fault injection)",
+                        self.index
+                    );
+                    std::thread::sleep(d);
+                }
                 Err(_) => return false,
             }
         }
         true
-    }
-
-    fn fan_out(&mut self, msg: DataMsg) {
-        self.stats.data_in.inc();
-        if !self.streams.contains(msg.stream) {
-            let mut subscribers = Vec::new();
-            for (k, s) in self.sessions.iter_mut() {
-                if s.subs.matches(&msg.key) {
-                    subscribers.push(k);
-                    s.subs.note_new_stream(msg.stream);
-                }
-            }
-            self.streams
-                .insert(msg.stream, msg.key.clone(), subscribers);
-        }
-        let Some(entry) = self.streams.get(msg.stream) else {
-            return;
-        };
-        let batch = &self.shared.config.batch;
-        let len = msg.frame.len();
-        for &k in &entry.subscribers {
-            let Some(s) = self.sessions.get_mut(k) else {
-                continue;
-            };
-            if !s.conn.send(msg.frame.clone()) {
-                continue;
-            }
-            s.data_queued += 1;
-            let flush_now = if batch.window_ms == 0 {
-                true
-            } else {
-                s.batch_count += 1;
-                s.batch_bytes += len;
-                if s.batch_count == 1 {
-                    s.batch_deadline = self.now + batch.window_ms;
-                    let t = Timer {
-                        key: k,
-                        conn: s.id,
-                        kind: TimerKind::Batch,
-                        at: s.batch_deadline,
-                    };
-                    self.timers.insert(t.at, t);
-                }
-                s.batch_count >= batch.max_messages || s.batch_bytes >= batch.max_bytes
-            };
-            if flush_now && !s.dirty {
-                s.dirty = true;
-                self.dirty.push(k);
-            }
-        }
-        self.stats
-            .messages_forwarded
-            .add(entry.subscribers.len() as u64);
     }
 
     fn on_conn_event(&mut self, key: usize, writable: bool) {
@@ -345,11 +301,14 @@ impl Worker {
             s.batch_bytes = 0;
             match s.conn.flush() {
                 Ok(r) => {
+                    s.data_written += r.data_frames as u64;
+                    self.stats.data_written.add(r.data_frames as u64);
                     s.frames_out += r.frames as u64;
                     s.bytes_out += r.bytes as u64;
                     self.stats.frames_written.add(r.frames as u64);
                     self.stats.bytes_written.add(r.bytes as u64);
                     self.stats.write_syscalls.add(r.syscalls as u64);
+                    self.after_write(k);
                     self.settle(k);
                 }
                 Err(e) => {
@@ -370,6 +329,9 @@ impl Worker {
             return;
         }
         let mut s = self.sessions.remove(key);
+        let unwritten = s.conn.out_mut().clear();
+        s.dropped_on_close += unwritten.frames as u64;
+        self.stats.dropped_on_close.add(unwritten.frames as u64);
         if s.subs.filter_count() > 0 {
             self.stats
                 .subscriptions_active

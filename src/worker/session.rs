@@ -83,6 +83,18 @@ pub struct Session {
     pub batch_deadline: u64,
     /// How it ended (first cause wins).
     pub close: Option<CloseInfo>,
+    /// Worker clock (ms) since when its queue is above the soft limit.
+    pub over_soft_since: Option<u64>,
+    /// Data messages dropped by the drop policy and not yet reported, by stream.
+    pub missed: Vec<(u32, u64)>,
+    /// Data frames written in full.
+    pub data_written: u64,
+    /// Data frames replaced by newer ones (conflate policy).
+    pub conflated: u64,
+    /// Data messages dropped by the drop policy.
+    pub dropped_slow: u64,
+    /// Data frames dropped unwritten at a slow-consumer close.
+    pub dropped_on_close: u64,
     /// Application messages received.
     pub messages_in: u64,
     /// Data messages queued.
@@ -115,6 +127,12 @@ impl Session {
             batch_bytes: 0,
             batch_deadline: 0,
             close: None,
+            over_soft_since: None,
+            missed: Vec::new(),
+            data_written: 0,
+            conflated: 0,
+            dropped_slow: 0,
+            dropped_on_close: 0,
             messages_in: 0,
             data_queued: 0,
             frames_out: 0,
@@ -146,6 +164,11 @@ impl Session {
             frames_sent: self.frames_out,
             bytes_sent: self.bytes_out,
             pending_bytes: self.conn.out().pending_bytes() as u64,
+            data_messages_written: self.data_written,
+            conflated: self.conflated,
+            dropped_slow_consumer: self.dropped_slow,
+            dropped_on_close: self.dropped_on_close,
+            pending_data_messages: self.conn.out().pending_data() as u64,
             filters: self.subs.filter_count(),
             streams: self.subs.stream_count(),
             errors: self.errors,

@@ -1,0 +1,279 @@
+//! Fan-out of data messages to sessions under the backpressure policies (disconnect, conflate,
+//! drop), the `dropped` notices that explain seq gaps, and the process memory guard.
+//!
+//! Every data message routed to a session ends in exactly one of: written, conflated, dropped
+//! by the drop policy, dropped at close, or still pending; the counters of the session and of
+//! the worker move in step so that the invariant can be checked at any time.
+
+use bytes::Bytes;
+use log::warn;
+
+use super::lifecycle::{Timer, TimerKind};
+use super::session::Session;
+use super::Worker;
+use crate::bus::DataMsg;
+use crate::config::{BackpressureConfig, Policy};
+use crate::protocol::{outbound, CloseCode};
+use crate::stats::WorkerStats;
+
+/// Housekeeping period: queue gauges, memory check.
+pub(super) const HOUSEKEEPING_MS: u64 = 250;
+/// Slab key used by worker-level timers (no session has it).
+pub(super) const WORKER_KEY: usize = usize::MAX;
+
+/// What became of a data message offered to one session.
+enum Offer {
+    /// Queued for writing.
+    Queued,
+    /// Dropped by the drop policy (counted, reported later).
+    Dropped,
+    /// The session was closed as a slow consumer (the message was dropped with its queue).
+    SlowClose,
+    /// The session is closing: not routed.
+    NotOpen,
+}
+
+/// Closes a slow session with 4001: its unwritten data frames are dropped and counted, control
+/// frames already queued stay in front of the close frame.
+fn slow_close(s: &mut Session, stats: &WorkerStats, reason: &str) {
+    let removed = s.conn.out_mut().drop_data();
+    s.dropped_on_close += removed.frames as u64;
+    stats.dropped_on_close.add(removed.frames as u64);
+    s.note_close(CloseCode::SlowConsumer.as_u16(), reason, true);
+    s.conn.close(CloseCode::SlowConsumer, reason);
+}
+
+/// Offers one data frame to a session under `policy`.
+fn offer(
+    s: &mut Session,
+    frame: &Bytes,
+    stream: u32,
+    policy: Policy,
+    bp: &BackpressureConfig,
+    now: u64,
+    stats: &WorkerStats,
+) -> Offer {
+    if !s.conn.is_open() {
+        return Offer::NotOpen;
+    }
+    let pending = s.conn.out().pending_bytes();
+    let len = frame.len();
+    if pending + len <= bp.soft_limit_bytes {
+        s.over_soft_since = None;
+        s.conn.send_data(frame.clone(), stream);
+        return Offer::Queued;
+    }
+    let over_hard = pending + len > bp.hard_limit_bytes;
+    let since = *s.over_soft_since.get_or_insert(now);
+    if !over_hard && now.saturating_sub(since) < bp.soft_grace_ms {
+        s.conn.send_data(frame.clone(), stream);
+        return Offer::Queued;
+    }
+    match policy {
+        Policy::Disconnect => {
+            stats.slow_disconnects.inc();
+            s.dropped_on_close += 1;
+            stats.dropped_on_close.inc();
+            slow_close(s, stats, "slow consumer");
+            Offer::SlowClose
+        }
+        Policy::Conflate => {
+            let removed = s.conn.out_mut().conflate(stream);
+            s.conflated += removed.frames as u64;
+            stats.conflated.add(removed.frames as u64);
+            if pending - removed.bytes + len > bp.hard_limit_bytes {
+                // Even one message per stream does not fit: conflation cannot help.
+                stats.slow_disconnects.inc();
+                s.dropped_on_close += 1;
+                stats.dropped_on_close.inc();
+                slow_close(s, stats, "slow consumer");
+                Offer::SlowClose
+            } else {
+                s.conn.send_data(frame.clone(), stream);
+                Offer::Queued
+            }
+        }
+        Policy::Drop => {
+            s.dropped_slow += 1;
+            stats.dropped_slow.inc();
+            match s.missed.iter_mut().find(|(id, _)| *id == stream) {
+                Some((_, n)) => *n += 1,
+                None => s.missed.push((stream, 1)),
+            }
+            Offer::Dropped
+        }
+    }
+}
+
+/// Resident memory of this process in bytes, from /proc (0 where unavailable).
+pub fn resident_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+impl Worker {
+    /// Routes one data message to every subscriber of its stream.
+    pub(super) fn fan_out(&mut self, msg: DataMsg) {
+        self.stats.data_in.inc();
+        let bp = &self.shared.config.backpressure;
+        if !self.streams.contains(msg.stream) {
+            let mut subscribers = Vec::new();
+            for (k, s) in self.sessions.iter_mut() {
+                if s.subs.matches(&msg.key) {
+                    subscribers.push(k);
+                    s.subs.note_new_stream(msg.stream);
+                }
+            }
+            let policy = bp.policy_for(&msg.key.data_type);
+            self.streams
+                .insert(msg.stream, msg.key.clone(), subscribers, policy);
+        }
+        let gap = self.streams.note_seq(msg.stream, msg.seq);
+        let Some(entry) = self.streams.get(msg.stream) else {
+            return;
+        };
+        let batch = &self.shared.config.batch;
+        let mut routed = 0u64;
+        for &k in &entry.subscribers {
+            let Some(s) = self.sessions.get_mut(k) else {
+                continue;
+            };
+            if gap > 0 {
+                s.conn
+                    .send(outbound::dropped(&entry.key, gap, "worker_overloaded"));
+            }
+            let urgent = match offer(
+                s,
+                &msg.frame,
+                msg.stream,
+                entry.policy,
+                bp,
+                self.now,
+                &self.stats,
+            ) {
+                Offer::NotOpen => continue,
+                Offer::Dropped => {
+                    routed += 1;
+                    continue;
+                }
+                Offer::SlowClose => true,
+                Offer::Queued => {
+                    s.data_queued += 1;
+                    if batch.window_ms == 0 {
+                        true
+                    } else {
+                        s.batch_count += 1;
+                        s.batch_bytes += msg.frame.len();
+                        if s.batch_count == 1 {
+                            s.batch_deadline = self.now + batch.window_ms;
+                            let t = Timer {
+                                key: k,
+                                conn: s.id,
+                                kind: TimerKind::Batch,
+                                at: s.batch_deadline,
+                            };
+                            self.timers.insert(t.at, t);
+                        }
+                        gap > 0
+                            || s.batch_count >= batch.max_messages
+                            || s.batch_bytes >= batch.max_bytes
+                    }
+                }
+            };
+            routed += 1;
+            if urgent && !s.dirty {
+                s.dirty = true;
+                self.dirty.push(k);
+            }
+        }
+        if gap > 0 {
+            self.stats.channel_gap_messages.add(gap);
+        }
+        self.stats.messages_forwarded.add(routed);
+    }
+
+    /// After a write: leave the soft-limit state when under it, and report what the drop
+    /// policy dropped once the queue has room again.
+    pub(super) fn after_write(&mut self, key: usize) {
+        let soft = self.shared.config.backpressure.soft_limit_bytes;
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if s.conn.out().pending_bytes() >= soft {
+            return;
+        }
+        s.over_soft_since = None;
+        for (stream, count) in std::mem::take(&mut s.missed) {
+            if let Some(entry) = self.streams.get(stream) {
+                s.conn
+                    .send(outbound::dropped(&entry.key, count, "slow_consumer"));
+            }
+        }
+    }
+
+    /// Arms the first housekeeping tick.
+    pub(super) fn start_housekeeping(&mut self) {
+        let at = self.now + HOUSEKEEPING_MS;
+        self.timers.insert(
+            at,
+            Timer {
+                key: WORKER_KEY,
+                conn: 0,
+                kind: TimerKind::Housekeeping,
+                at,
+            },
+        );
+    }
+
+    /// Every [`HOUSEKEEPING_MS`]: queue gauges, and the memory guard, which closes the
+    /// slowest consumers (largest queues over the soft limit, a tenth of them per tick) while
+    /// the process is over `backpressure.memory_limit_bytes`.
+    pub(super) fn housekeeping(&mut self) {
+        let (mut total, mut max) = (0u64, 0u64);
+        for (_, s) in self.sessions.iter() {
+            let p = s.conn.out().pending_bytes() as u64;
+            total += p;
+            max = max.max(p);
+        }
+        self.stats.pending_bytes.set(total);
+        self.stats.max_pending_bytes.set(max);
+        let bp = &self.shared.config.backpressure;
+        let over = bp.memory_limit_bytes > 0 && resident_bytes() > bp.memory_limit_bytes;
+        self.stats.memory_over_limit.set(u64::from(over));
+        if over {
+            let soft = bp.soft_limit_bytes;
+            let mut slow: Vec<(usize, usize)> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.conn.is_open() && s.conn.out().pending_bytes() > soft)
+                .map(|(k, s)| (s.conn.out().pending_bytes(), k))
+                .collect();
+            slow.sort_unstable_by(|a, b| b.cmp(a));
+            let shed = slow.len().div_ceil(10);
+            if shed > 0 {
+                warn!(
+                    "worker {}: memory over {} bytes, closing {shed} of {} slow consumers",
+                    self.index,
+                    bp.memory_limit_bytes,
+                    slow.len()
+                );
+            }
+            for &(_, k) in slow.iter().take(shed) {
+                self.stats.memory_sheds.inc();
+                slow_close(
+                    &mut self.sessions[k],
+                    &self.stats,
+                    "slow consumer (server memory pressure)",
+                );
+                self.settle(k);
+            }
+        }
+        self.start_housekeeping();
+    }
+}

@@ -214,6 +214,9 @@ pub struct ServerConfig {
     pub worker_channel_capacity: usize,
     /// Listen backlog of every listener.
     pub listen_backlog: i32,
+    /// SO_SNDBUF of subscriber sockets in bytes; 0 = the kernel's autotuning. A fixed size
+    /// bounds the kernel memory of a slow client and makes backpressure apply sooner.
+    pub send_buffer_bytes: usize,
 }
 
 /// `[feed]`: the embedded synthetic feed.
@@ -278,6 +281,7 @@ impl Default for ServerConfig {
             workers: 0,
             worker_channel_capacity: 65_536,
             listen_backlog: 1024,
+            send_buffer_bytes: 0,
         }
     }
 }

@@ -34,6 +34,13 @@ pub fn bind_group(
     Ok(all)
 }
 
+/// Sets SO_SNDBUF on an accepted socket (0 leaves the kernel's autotuning).
+pub fn set_send_buffer(sock: &TcpStream, bytes: usize) {
+    if bytes > 0 {
+        let _ = socket2::SockRef::from(sock).set_send_buffer_size(bytes);
+    }
+}
+
 /// Accepts every pending connection (edge-triggered: until `EAGAIN`), registers each for
 /// READABLE | WRITABLE under its slab key, and stores `make(key, stream, peer)` in `slab`.
 /// Returns how many were accepted. Accept errors other than `EAGAIN`/`EINTR` (such as

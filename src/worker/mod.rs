@@ -179,12 +179,14 @@ impl Worker {
         let handshake_ms = self.shared.config.heartbeat.handshake_timeout_ms;
         let (next_conn, timers) = (&mut self.next_conn, &mut self.timers);
         let who = format!("worker {index}");
+        let sndbuf = self.shared.config.server.send_buffer_bytes;
         let n = listener::accept_into(
             listener,
             self.poll.registry(),
             &mut self.sessions,
             &who,
             |key, sock, peer| {
+                listener::set_send_buffer(&sock, sndbuf);
                 *next_conn += 1;
                 let id = ((index as u64) << 48) | *next_conn;
                 let at = now + handshake_ms;

@@ -201,7 +201,29 @@ pub fn status(response: &str) -> u16 {
 /// Performs the WebSocket upgrade by hand on a raw socket (for hostile frames, or a client that
 /// never answers anything).
 pub fn raw_ws(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
+    raw_ws_on(TcpStream::connect(addr).unwrap())
+}
+
+/// A TCP connection whose receive buffer is `bytes` (the kernel may round it up): a client
+/// that reads slowly, or not at all, fills up fast.
+pub fn small_buffer_stream(addr: SocketAddr, bytes: usize) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(bytes).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// A subscriber over a small-receive-buffer socket (see [`small_buffer_stream`]).
+pub fn slow_subscriber(server: &ServerHandle, rcvbuf: usize) -> Client {
+    let addr = server.public_addr().unwrap();
+    let stream = small_buffer_stream(addr, rcvbuf);
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let (ws, _) = tungstenite::client::client(format!("ws://{addr}/ws").as_str(), stream).unwrap();
+    Client { ws }
+}
+
+/// Performs the upgrade by hand on an already connected socket.
+pub fn raw_ws_on(mut s: TcpStream) -> TcpStream {
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -104,8 +104,8 @@ pub struct WorkerStats {
     pub channel_gap_messages: Counter,
     /// Bytes queued on this worker's connections (updated every housekeeping tick).
     pub pending_bytes: Counter,
-    /// Largest queue of one connection (updated every housekeeping tick).
-    pub max_pending_bytes: Counter,
+    /// The largest output queue any connection of this worker ever had, in bytes.
+    pub peak_pending_bytes: Counter,
     /// 1 while the process is over `backpressure.memory_limit_bytes` (as this worker saw it).
     pub memory_over_limit: Counter,
     /// Frames completely written to sockets.
@@ -271,8 +271,8 @@ pub struct WorkerSnapshot {
     pub loop_turns: u64,
     /// Bytes queued on its connections.
     pub pending_bytes: u64,
-    /// Largest queue of one connection.
-    pub max_pending_bytes: u64,
+    /// The largest output queue any of its connections ever had, in bytes.
+    pub peak_pending_bytes: u64,
     /// Messages it never received because its channel was full.
     pub channel_gap_messages: u64,
 }
@@ -341,7 +341,7 @@ impl StatsRegistry {
                 write_syscalls: w.write_syscalls.get(),
                 loop_turns: w.loop_turns.get(),
                 pending_bytes: w.pending_bytes.get(),
-                max_pending_bytes: w.max_pending_bytes.get(),
+                peak_pending_bytes: w.peak_pending_bytes.get(),
                 channel_gap_messages: w.channel_gap_messages.get(),
             });
         }

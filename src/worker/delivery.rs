@@ -17,6 +17,7 @@ use crate::protocol::{outbound, CloseCode};
 use crate::stats::WorkerStats;
 
 /// Housekeeping period: queue gauges, memory check.
+/// (The peak queue size is tracked on every queued message and published here.)
 pub(super) const HOUSEKEEPING_MS: u64 = 250;
 /// Slab key used by worker-level timers (no session has it).
 pub(super) const WORKER_KEY: usize = usize::MAX;
@@ -165,6 +166,7 @@ impl Worker {
                 Offer::SlowClose => true,
                 Offer::Queued => {
                     s.data_queued += 1;
+                    self.peak_pending = self.peak_pending.max(s.conn.out().pending_bytes());
                     if batch.window_ms == 0 {
                         true
                     } else {
@@ -235,14 +237,13 @@ impl Worker {
     /// slowest consumers (largest queues over the soft limit, a tenth of them per tick) while
     /// the process is over `backpressure.memory_limit_bytes`.
     pub(super) fn housekeeping(&mut self) {
-        let (mut total, mut max) = (0u64, 0u64);
-        for (_, s) in self.sessions.iter() {
-            let p = s.conn.out().pending_bytes() as u64;
-            total += p;
-            max = max.max(p);
-        }
-        self.stats.pending_bytes.set(total);
-        self.stats.max_pending_bytes.set(max);
+        let total: usize = self
+            .sessions
+            .iter()
+            .map(|(_, s)| s.conn.out().pending_bytes())
+            .sum();
+        self.stats.pending_bytes.set(total as u64);
+        self.stats.peak_pending_bytes.set(self.peak_pending as u64);
         let bp = &self.shared.config.backpressure;
         let over = bp.memory_limit_bytes > 0 && resident_bytes() > bp.memory_limit_bytes;
         self.stats.memory_over_limit.set(u64::from(over));

@@ -56,6 +56,8 @@ pub struct Worker {
     /// Worker clock: ms since the worker started, updated after every poll.
     now: u64,
     draining: bool,
+    /// The largest output queue a session of this worker ever had, in bytes.
+    peak_pending: usize,
 }
 
 impl Worker {
@@ -96,6 +98,7 @@ impl Worker {
             clock_start: Instant::now(),
             now: 0,
             draining: false,
+            peak_pending: 0,
         })
     }
 

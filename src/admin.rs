@@ -62,7 +62,7 @@ pub fn degraded_reasons(shared: &Shared) -> Vec<String> {
     if stats.workers.iter().any(|w| w.memory_over_limit.get() == 1) {
         reasons.push(format!(
             "memory over backpressure.memory_limit_bytes ({})",
-            shared.config.backpressure.memory_limit_bytes
+            shared.config().backpressure.memory_limit_bytes
         ));
     }
     let last_drop = stats.ingest.last_channel_drop_ms.get();
@@ -121,7 +121,7 @@ pub fn run(poll: Poll, mut listener: TcpListener, shared: Arc<Shared>) -> io::Re
                     let Some((conn, _)) = conns.get_mut(k) else {
                         continue;
                     };
-                    let max = shared.config.limits.max_request_head_bytes;
+                    let max = shared.config().limits.max_request_head_bytes;
                     loop {
                         match conn.read_event(max, &mut scratch) {
                             ReadEvent::Head(head) => conn.respond(route(&shared, &head)),
@@ -140,7 +140,7 @@ pub fn run(poll: Poll, mut listener: TcpListener, shared: Arc<Shared>) -> io::Re
             }
         }
         let now = Instant::now();
-        let hb = &shared.config.heartbeat;
+        let hb = &shared.config().heartbeat;
         let (handshake, close) = (
             Duration::from_millis(hb.handshake_timeout_ms),
             Duration::from_millis(hb.close_timeout_ms),

@@ -120,7 +120,7 @@ impl ServerHandle {
             ingest_addr,
             admin_addr,
         };
-        let capacity = shared.config.server.worker_channel_capacity;
+        let capacity = shared.config().server.worker_channel_capacity;
         let mut links = Vec::new();
         for (i, l) in public.into_iter().enumerate() {
             let poll = Poll::new().map_err(io_err("a worker poll"))?;
@@ -135,7 +135,7 @@ impl ServerHandle {
                 .push(spawn(format!("tickfan-worker-{i}"), move || w.run())?);
         }
         handle.links = links.clone();
-        let max_streams = shared.config.limits.max_streams;
+        let max_streams = shared.config().limits.max_streams;
         let dispatcher = Arc::new(Mutex::new(Dispatcher::new(
             links,
             shared.stats.ingest.clone(),
@@ -167,7 +167,7 @@ impl ServerHandle {
                     }
                 })?);
         }
-        if shared.config.feed.source == Some(FeedKind::Synthetic) {
+        if shared.config().feed.source == Some(FeedKind::Synthetic) {
             let (s, d) = (shared.clone(), dispatcher.clone());
             handle
                 .source_threads

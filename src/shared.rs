@@ -1,7 +1,7 @@
 //! State every thread can read: the configuration, the counters, and the shutdown phases.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
@@ -10,8 +10,8 @@ use crate::stats::StatsRegistry;
 /// Read-mostly state shared by all threads.
 #[derive(Debug)]
 pub struct Shared {
-    /// The configuration the server started with.
-    pub config: Config,
+    config: RwLock<Arc<Config>>,
+    config_generation: AtomicU64,
     /// Every counter.
     pub stats: StatsRegistry,
     drain_ingest: AtomicBool,
@@ -24,13 +24,30 @@ impl Shared {
     /// Shared state for `workers` workers.
     pub fn new(config: Config, workers: usize) -> Self {
         Shared {
-            config,
+            config: RwLock::new(Arc::new(config)),
+            config_generation: AtomicU64::new(0),
             stats: StatsRegistry::new(workers),
             drain_ingest: AtomicBool::new(false),
             drain_workers: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             shutdown_started: OnceLock::new(),
         }
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Bumped on every reload; threads compare it once per loop turn and re-read the config.
+    pub fn config_generation(&self) -> u64 {
+        self.config_generation.load(Ordering::Acquire)
+    }
+
+    /// Replaces the configuration in force (SIGHUP reload).
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        self.config_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Phase 1 of shutdown: sources (feed, publishers) stop and close.
@@ -69,7 +86,7 @@ impl Shared {
     pub fn grace_deadline(&self) -> Option<Instant> {
         self.shutdown_started
             .get()
-            .map(|t| *t + Duration::from_millis(self.config.shutdown.grace_ms))
+            .map(|t| *t + Duration::from_millis(self.config().shutdown.grace_ms))
     }
 }
 

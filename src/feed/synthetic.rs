@@ -158,7 +158,8 @@ impl SyntheticFeed {
 /// Runs the feed until shutdown: `rate_per_sec` messages per second in bursts every
 /// [`TICK_MS`].
 pub fn run(shared: Arc<Shared>, dispatcher: Arc<Mutex<Dispatcher>>) {
-    let config = &shared.config.feed;
+    let full = shared.config();
+    let config = &full.feed;
     let mut feed = SyntheticFeed::new(config, now_ms() ^ 0x9E37_79B9_7F4A_7C15);
     info!(
         "synthetic feed: {} msg/s over {} streams ({} exchanges x {} symbols x trade/ticker/depth)",

@@ -14,6 +14,7 @@ use slab::Slab;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
 
+use crate::config::Config;
 use crate::net::conn::{Conn, ReadEvent};
 use crate::net::sweep::{SweepClock, SWEEP_INTERVAL};
 use crate::net::{http, listener};
@@ -37,6 +38,17 @@ struct Publisher {
     bytes_out: u64,
 }
 
+/// tungstenite's settings for publisher connections: batches up to `limits.max_publish_bytes`.
+fn publisher_ws_config(cfg: &Config) -> WebSocketConfig {
+    let max = cfg.limits.max_publish_bytes;
+    WebSocketConfig::default()
+        .read_buffer_size(64 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(usize::MAX)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
 /// The ingest thread's state.
 pub struct IngestServer {
     poll: Poll,
@@ -45,6 +57,9 @@ pub struct IngestServer {
     dispatcher: Arc<Mutex<Dispatcher>>,
     shared: Arc<Shared>,
     ws_config: WebSocketConfig,
+    /// The configuration in force, re-read when the shared generation changes (SIGHUP).
+    cfg: Arc<Config>,
+    cfg_generation: u64,
     scratch: Vec<u8>,
     next_id: u64,
 }
@@ -59,13 +74,9 @@ impl IngestServer {
     ) -> io::Result<Self> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let max = shared.config.limits.max_publish_bytes;
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(64 * 1024)
-            .write_buffer_size(0)
-            .max_write_buffer_size(usize::MAX)
-            .max_message_size(Some(max))
-            .max_frame_size(Some(max));
+        let cfg = shared.config();
+        let cfg_generation = shared.config_generation();
+        let ws_config = publisher_ws_config(&cfg);
         Ok(IngestServer {
             poll,
             listener: Some(listener),
@@ -73,6 +84,8 @@ impl IngestServer {
             dispatcher,
             shared,
             ws_config,
+            cfg,
+            cfg_generation,
             scratch: vec![0; 4096],
             next_id: 0,
         })
@@ -107,6 +120,12 @@ impl IngestServer {
                 warn!("ingest: poll failed: {e}");
                 break;
             }
+            let generation = self.shared.config_generation();
+            if generation != self.cfg_generation {
+                self.cfg_generation = generation;
+                self.cfg = self.shared.config();
+                self.ws_config = publisher_ws_config(&self.cfg);
+            }
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(),
@@ -124,7 +143,7 @@ impl IngestServer {
 
     /// Drops publisher sockets past their handshake or close deadline.
     fn sweep(&mut self) {
-        let hb = &self.shared.config.heartbeat;
+        let hb = &self.cfg.heartbeat;
         let handshake = Duration::from_millis(hb.handshake_timeout_ms);
         let close = Duration::from_millis(hb.close_timeout_ms);
         let now = Instant::now();
@@ -188,7 +207,7 @@ impl IngestServer {
     }
 
     fn on_event(&mut self, key: usize) {
-        let max_head = self.shared.config.limits.max_request_head_bytes;
+        let max_head = self.cfg.limits.max_request_head_bytes;
         loop {
             let Some(p) = self.publishers.get_mut(key) else {
                 return;
@@ -262,7 +281,7 @@ impl IngestServer {
     }
 
     fn on_frame(&mut self, key: usize, text: &str) {
-        let max_name = self.shared.config.limits.max_name_bytes;
+        let max_name = self.cfg.limits.max_name_bytes;
         let parsed = match parse_publish(text, max_name) {
             Ok(items) => items,
             Err(e) => return self.reject(key, e.code, &e.message, e.index),

@@ -122,7 +122,7 @@ impl Worker {
     /// Routes one data message to every subscriber of its stream.
     pub(super) fn fan_out(&mut self, msg: DataMsg) {
         self.stats.data_in.inc();
-        let bp = &self.shared.config.backpressure;
+        let bp = &self.cfg.backpressure;
         if !self.streams.contains(msg.stream) {
             let mut subscribers = Vec::new();
             for (k, s) in self.sessions.iter_mut() {
@@ -139,7 +139,7 @@ impl Worker {
         let Some(entry) = self.streams.get(msg.stream) else {
             return;
         };
-        let batch = &self.shared.config.batch;
+        let batch = &self.cfg.batch;
         let mut routed = 0u64;
         for &k in &entry.subscribers {
             let Some(s) = self.sessions.get_mut(k) else {
@@ -203,7 +203,7 @@ impl Worker {
     /// After a write: leave the soft-limit state when under it, and report what the drop
     /// policy dropped once the queue has room again.
     pub(super) fn after_write(&mut self, key: usize) {
-        let soft = self.shared.config.backpressure.soft_limit_bytes;
+        let soft = self.cfg.backpressure.soft_limit_bytes;
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
@@ -244,7 +244,7 @@ impl Worker {
             .sum();
         self.stats.pending_bytes.set(total as u64);
         self.stats.peak_pending_bytes.set(self.peak_pending as u64);
-        let bp = &self.shared.config.backpressure;
+        let bp = &self.cfg.backpressure;
         let over = bp.memory_limit_bytes > 0 && resident_bytes() > bp.memory_limit_bytes;
         self.stats.memory_over_limit.set(u64::from(over));
         if over {

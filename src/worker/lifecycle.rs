@@ -73,14 +73,14 @@ impl Worker {
             return;
         };
         let id = s.id;
-        let hb = &self.shared.config.heartbeat;
+        let hb = &self.cfg.heartbeat;
         self.arm(
             self.now + hb.ping_interval_ms,
             key,
             id,
             TimerKind::Heartbeat,
         );
-        let life = self.shared.config.limits.max_lifetime_ms;
+        let life = self.cfg.limits.max_lifetime_ms;
         if life > 0 {
             let at = self.now + life + jitter(id, life / 10 + 1);
             self.arm(at, key, id, TimerKind::Lifetime);
@@ -107,7 +107,7 @@ impl Worker {
         if s.id != t.conn || s.conn.is_done() {
             return;
         }
-        let hb = &self.shared.config.heartbeat;
+        let hb = &self.cfg.heartbeat;
         match t.kind {
             TimerKind::Handshake => {
                 if s.conn.in_handshake() {

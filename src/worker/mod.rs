@@ -18,6 +18,7 @@ use slab::Slab;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::bus::{WorkerInbox, WorkerMsg};
+use crate::config::Config;
 use crate::net::conn::{Conn, ReadEvent};
 use crate::net::listener;
 use crate::routing::StreamTable;
@@ -36,6 +37,18 @@ const MAX_INBOX_PER_TURN: usize = 65_536;
 /// Scratch buffer for discarding input from closing connections.
 const SCRATCH_BYTES: usize = 4096;
 
+/// tungstenite's settings for subscriber connections: small read buffer, our own write
+/// queue, and the client message limit.
+fn ws_config(cfg: &Config) -> WebSocketConfig {
+    let limits = &cfg.limits;
+    WebSocketConfig::default()
+        .read_buffer_size(limits.read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(usize::MAX)
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_message_bytes))
+}
+
 /// Everything a worker owns.
 pub struct Worker {
     index: usize,
@@ -50,6 +63,9 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     shared: Arc<Shared>,
     ws_config: WebSocketConfig,
+    /// The configuration in force, re-read when the shared generation changes (SIGHUP).
+    cfg: Arc<Config>,
+    cfg_generation: u64,
     scratch: Vec<u8>,
     next_conn: u64,
     clock_start: Instant,
@@ -73,13 +89,9 @@ impl Worker {
         if let Some(l) = listener.as_mut() {
             poll.registry().register(l, LISTENER, Interest::READABLE)?;
         }
-        let limits = &shared.config.limits;
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(limits.read_buffer_bytes)
-            .write_buffer_size(0)
-            .max_write_buffer_size(usize::MAX)
-            .max_message_size(Some(limits.max_message_bytes))
-            .max_frame_size(Some(limits.max_message_bytes));
+        let cfg = shared.config();
+        let cfg_generation = shared.config_generation();
+        let ws_config = ws_config(&cfg);
         Ok(Worker {
             index,
             poll,
@@ -93,6 +105,8 @@ impl Worker {
             stats: shared.stats.workers[index].clone(),
             shared,
             ws_config,
+            cfg,
+            cfg_generation,
             scratch: vec![0; SCRATCH_BYTES],
             next_conn: 0,
             clock_start: Instant::now(),
@@ -100,6 +114,16 @@ impl Worker {
             draining: false,
             peak_pending: 0,
         })
+    }
+
+    /// Picks up a reloaded configuration (one atomic load per loop turn when nothing changed).
+    fn refresh_config(&mut self) {
+        let generation = self.shared.config_generation();
+        if generation != self.cfg_generation {
+            self.cfg_generation = generation;
+            self.cfg = self.shared.config();
+            self.ws_config = ws_config(&self.cfg);
+        }
     }
 
     fn tick_clock(&mut self) {
@@ -138,6 +162,7 @@ impl Worker {
                 break;
             }
             self.tick_clock();
+            self.refresh_config();
             self.stats.loop_turns.inc();
             backlog = false;
             for ev in events.iter() {
@@ -178,11 +203,11 @@ impl Worker {
             return;
         };
         let (index, now) = (self.index, self.now);
-        let burst = self.shared.config.limits.message_burst;
-        let handshake_ms = self.shared.config.heartbeat.handshake_timeout_ms;
+        let burst = self.cfg.limits.message_burst;
+        let handshake_ms = self.cfg.heartbeat.handshake_timeout_ms;
         let (next_conn, timers) = (&mut self.next_conn, &mut self.timers);
         let who = format!("worker {index}");
-        let sndbuf = self.shared.config.server.send_buffer_bytes;
+        let sndbuf = self.cfg.server.send_buffer_bytes;
         let n = listener::accept_into(
             listener,
             self.poll.registry(),
@@ -229,7 +254,7 @@ impl Worker {
     }
 
     fn on_conn_event(&mut self, key: usize, writable: bool) {
-        let max_head = self.shared.config.limits.max_request_head_bytes;
+        let max_head = self.cfg.limits.max_request_head_bytes;
         loop {
             let Some(s) = self.sessions.get_mut(key) else {
                 return;
@@ -281,7 +306,7 @@ impl Worker {
             s.close_armed = true;
             let (id, at) = (
                 s.id,
-                self.now + self.shared.config.heartbeat.close_timeout_ms,
+                self.now + self.cfg.heartbeat.close_timeout_ms,
             );
             self.arm(at, key, id, TimerKind::CloseWait);
         }

@@ -18,7 +18,7 @@ use crate::shared::now_ms;
 impl Worker {
     /// Routes a request head on the public listener: `/ws` upgrades, `/health`, else 404.
     pub(super) fn route_http(&mut self, key: usize, head: RequestHead) {
-        let config = &self.shared.config;
+        let config = &self.cfg;
         let response = match head.path.as_str() {
             "/ws" => match http::check_upgrade(&head) {
                 Ok(ws_key) => {
@@ -89,7 +89,7 @@ impl Worker {
         self.stats.messages_received.inc();
         self.stats.last_activity_ms.set(now_ms());
         let limits = ParseLimits {
-            max_name_bytes: self.shared.config.limits.max_name_bytes,
+            max_name_bytes: self.cfg.limits.max_name_bytes,
         };
         match client::parse_client(text.as_str(), limits) {
             Ok(req) => self.on_request(key, req),
@@ -101,7 +101,7 @@ impl Worker {
 
     /// Applies the rate limit; false when the message must be refused (already answered).
     fn admit(&mut self, key: usize) -> bool {
-        let limits = &self.shared.config.limits;
+        let limits = &self.cfg.limits;
         let (rate, burst, max_strikes) = (
             limits.messages_per_sec,
             limits.message_burst,
@@ -127,7 +127,7 @@ impl Worker {
     }
 
     fn on_request(&mut self, key: usize, req: ClientRequest) {
-        let max_filters = self.shared.config.limits.max_filters_per_connection;
+        let max_filters = self.cfg.limits.max_filters_per_connection;
         let s = &mut self.sessions[key];
         let reply: Bytes = match req {
             ClientRequest::Subscribe { id, filter } => {

@@ -129,7 +129,7 @@ pub fn run(poll: Poll, mut listener: TcpListener, shared: Arc<Shared>) -> io::Re
                             _ => {}
                         }
                     }
-                    if conn.flush().is_err() {
+                    if conn.flush(|_| {}).is_err() {
                         conn.kill();
                     }
                     if conn.is_done() {

@@ -20,6 +20,8 @@ pub struct DataMsg {
     pub seq: u64,
     /// The complete frame.
     pub frame: Bytes,
+    /// When the gateway accepted it ([`crate::clock::mono_ns`]), for delivery latency.
+    pub ingest_ns: u64,
 }
 
 /// What a worker receives from outside its loop.

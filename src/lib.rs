@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod bus;
+pub mod clock;
 pub mod config;
 pub mod feed;
 pub mod ingest;

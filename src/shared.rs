@@ -36,7 +36,10 @@ impl Shared {
 
     /// The configuration in force now.
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Bumped on every reload; threads compare it once per loop turn and re-read the config.

@@ -86,6 +86,7 @@ impl Dispatcher {
             key: state.key.clone(),
             seq,
             frame,
+            ingest_ns: crate::clock::mono_ns(),
         };
         for w in &self.workers {
             if !w.try_send(WorkerMsg::Data(data.clone())) {

@@ -257,7 +257,7 @@ impl IngestServer {
         let Some(p) = self.publishers.get_mut(key) else {
             return;
         };
-        match p.conn.flush() {
+        match p.conn.flush(|_| {}) {
             Ok(r) => p.bytes_out += r.bytes as u64,
             Err(_) => p.conn.kill(),
         }

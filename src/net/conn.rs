@@ -281,9 +281,9 @@ impl Conn {
     /// Queues a data frame of stream `stream`. Returns whether it was queued (false once the
     /// WebSocket is closing).
     #[inline]
-    pub fn send_data(&mut self, frame: Bytes, stream: u32) -> bool {
+    pub fn send_data(&mut self, frame: Bytes, stream: u32, ingest_ns: u64) -> bool {
         if self.is_open() {
-            self.io.out.push_data(frame, stream);
+            self.io.out.push_data(frame, stream, ingest_ns);
             true
         } else {
             false
@@ -329,9 +329,10 @@ impl Conn {
     }
 
     /// Writes pending output. When lingering and drained, shuts the write side; when the close
-    /// handshake is over and drained, the connection is done.
-    pub fn flush(&mut self) -> io::Result<WriteReport> {
-        let report = self.io.out.write_to(&mut self.io.sock)?;
+    /// handshake is over and drained, the connection is done. `on_data` gets the accept time of
+    /// every data frame written in full.
+    pub fn flush(&mut self, on_data: impl FnMut(u64)) -> io::Result<WriteReport> {
+        let report = self.io.out.write_to(&mut self.io.sock, on_data)?;
         if report.drained {
             if let Phase::Lingering { shut, wait_eof } = &mut self.phase {
                 if !*wait_eof {

@@ -45,7 +45,8 @@ pub struct Removed {
 /// Frames waiting to be written, oldest first.
 #[derive(Debug, Default)]
 pub struct OutQueue {
-    frames: VecDeque<(Bytes, u32)>,
+    /// Frame, tag (stream id or [`CONTROL`]), and for data the time it was accepted.
+    frames: VecDeque<(Bytes, u32, u64)>,
     /// Bytes of the front frame already written.
     head_offset: usize,
     pending_bytes: usize,
@@ -62,16 +63,16 @@ impl OutQueue {
     #[inline]
     pub fn push(&mut self, frame: Bytes) {
         self.pending_bytes += frame.len();
-        self.frames.push_back((frame, CONTROL));
+        self.frames.push_back((frame, CONTROL, 0));
     }
 
-    /// Appends a data frame of stream `stream`.
+    /// Appends a data frame of stream `stream`, accepted at `ingest_ns`.
     #[inline]
-    pub fn push_data(&mut self, frame: Bytes, stream: u32) {
+    pub fn push_data(&mut self, frame: Bytes, stream: u32, ingest_ns: u64) {
         debug_assert!(stream != CONTROL);
         self.pending_bytes += frame.len();
         self.pending_data += 1;
-        self.frames.push_back((frame, stream));
+        self.frames.push_back((frame, stream, ingest_ns));
     }
 
     /// Bytes not yet written.
@@ -114,7 +115,7 @@ impl OutQueue {
         let mut removed = Removed::default();
         let first = self.first_removable();
         let mut i = 0;
-        self.frames.retain(|(f, tag)| {
+        self.frames.retain(|(f, tag, _)| {
             let keep = i < first || !pred(*tag);
             i += 1;
             if !keep {
@@ -129,13 +130,18 @@ impl OutQueue {
     }
 
     /// Writes as much as the writer takes, until the queue is empty or the writer would block.
-    /// Other errors are returned (the connection is then dead).
-    pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<WriteReport> {
+    /// Other errors are returned (the connection is then dead). `on_data` gets the accept time
+    /// of every data frame written in full.
+    pub fn write_to<W: Write>(
+        &mut self,
+        w: &mut W,
+        mut on_data: impl FnMut(u64),
+    ) -> io::Result<WriteReport> {
         let mut report = WriteReport::default();
         while !self.frames.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
-            for (i, (f, _)) in self.frames.iter().take(MAX_IOV).enumerate() {
+            for (i, (f, _, _)) in self.frames.iter().take(MAX_IOV).enumerate() {
                 let s = if i == 0 {
                     &f[self.head_offset..]
                 } else {
@@ -149,7 +155,7 @@ impl OutQueue {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
                     report.bytes += written;
-                    self.advance(written, &mut report);
+                    self.advance(written, &mut report, &mut on_data);
                 }
                 Err(e) if super::interrupted(&e) => continue,
                 Err(e) if super::would_block(&e) => break,
@@ -164,9 +170,14 @@ impl OutQueue {
     }
 
     /// Drops `written` bytes from the front, counting completed frames into `report`.
-    fn advance(&mut self, mut written: usize, report: &mut WriteReport) {
+    fn advance(
+        &mut self,
+        mut written: usize,
+        report: &mut WriteReport,
+        on_data: &mut impl FnMut(u64),
+    ) {
         self.pending_bytes -= written;
-        while let Some((front, tag)) = self.frames.front() {
+        while let Some((front, tag, ingest_ns)) = self.frames.front() {
             let left = front.len() - self.head_offset;
             if written < left {
                 self.head_offset += written;
@@ -176,6 +187,7 @@ impl OutQueue {
             if *tag != CONTROL {
                 self.pending_data -= 1;
                 report.data_frames += 1;
+                on_data(*ingest_ns);
             }
             report.frames += 1;
             self.head_offset = 0;
@@ -237,19 +249,19 @@ mod tests {
     fn partial_writes_resume_in_order() {
         let mut q = OutQueue::new();
         q.push(Bytes::from("hello "));
-        q.push_data(Bytes::from("shared "), 1);
+        q.push_data(Bytes::from("shared "), 1, 0);
         q.push(Bytes::from(""));
-        q.push_data(Bytes::from("world"), 2);
+        q.push_data(Bytes::from("world"), 2, 0);
         let mut w = Trickle {
             out: vec![],
             per_call: 4,
             calls_left: 2,
         };
-        let r = q.write_to(&mut w).unwrap();
+        let r = q.write_to(&mut w, |_| {}).unwrap();
         assert_eq!((r.bytes, r.syscalls, r.drained, r.frames), (8, 3, false, 1));
         assert_eq!(q.pending_bytes(), 10);
         w.calls_left = 100;
-        let r = q.write_to(&mut w).unwrap();
+        let r = q.write_to(&mut w, |_| {}).unwrap();
         assert!(r.drained);
         assert_eq!((r.frames, r.data_frames), (3, 2));
         assert_eq!(String::from_utf8(w.out).unwrap(), "hello shared world");
@@ -260,14 +272,14 @@ mod tests {
     fn one_writev_for_many_frames() {
         let mut q = OutQueue::new();
         for _ in 0..100 {
-            q.push_data(Bytes::from_static(b"0123456789"), 0);
+            q.push_data(Bytes::from_static(b"0123456789"), 0, 0);
         }
         let mut w = Trickle {
             out: vec![],
             per_call: usize::MAX / 2,
             calls_left: 1,
         };
-        let r = q.write_to(&mut w).unwrap();
+        let r = q.write_to(&mut w, |_| {}).unwrap();
         assert_eq!(
             (r.syscalls, r.frames, r.data_frames, r.drained),
             (1, 100, 100, true)
@@ -277,17 +289,17 @@ mod tests {
     #[test]
     fn conflate_and_drop_keep_control_frames_and_a_started_head() {
         let mut q = OutQueue::new();
-        q.push_data(Bytes::from_static(b"A1"), 1);
+        q.push_data(Bytes::from_static(b"A1"), 1, 0);
         q.push(Bytes::from_static(b"pong"));
-        q.push_data(Bytes::from_static(b"A2"), 1);
-        q.push_data(Bytes::from_static(b"B1"), 2);
+        q.push_data(Bytes::from_static(b"A2"), 1, 0);
+        q.push_data(Bytes::from_static(b"B1"), 2, 0);
         // Start writing the head: it may not be removed any more.
         let mut w = Trickle {
             out: vec![],
             per_call: 1,
             calls_left: 1,
         };
-        q.write_to(&mut w).unwrap();
+        q.write_to(&mut w, |_| {}).unwrap();
         assert_eq!(
             q.conflate(1),
             Removed {
@@ -295,7 +307,7 @@ mod tests {
                 bytes: 2
             }
         );
-        q.push_data(Bytes::from_static(b"A3"), 1);
+        q.push_data(Bytes::from_static(b"A3"), 1, 0);
         assert_eq!(q.pending_data(), 3);
         assert_eq!(
             q.drop_data(),
@@ -307,7 +319,7 @@ mod tests {
         assert_eq!((q.pending_data(), q.pending_frames()), (1, 2));
         w.calls_left = 10;
         w.per_call = 100;
-        let r = q.write_to(&mut w).unwrap();
+        let r = q.write_to(&mut w, |_| {}).unwrap();
         assert_eq!((r.data_frames, r.frames), (1, 2));
         assert_eq!(w.out, b"A1pong");
     }

@@ -5,7 +5,6 @@
 //! by the drop policy, dropped at close, or still pending; the counters of the session and of
 //! the worker move in step so that the invariant can be checked at any time.
 
-use bytes::Bytes;
 use log::warn;
 
 use super::lifecycle::{Timer, TimerKind};
@@ -44,11 +43,10 @@ fn slow_close(s: &mut Session, stats: &WorkerStats, reason: &str) {
     s.conn.close(CloseCode::SlowConsumer, reason);
 }
 
-/// Offers one data frame to a session under `policy`.
+/// Offers one data message to a session under `policy`.
 fn offer(
     s: &mut Session,
-    frame: &Bytes,
-    stream: u32,
+    msg: &DataMsg,
     policy: Policy,
     bp: &BackpressureConfig,
     now: u64,
@@ -57,17 +55,18 @@ fn offer(
     if !s.conn.is_open() {
         return Offer::NotOpen;
     }
+    let (frame, stream, ingest_ns) = (&msg.frame, msg.stream, msg.ingest_ns);
     let pending = s.conn.out().pending_bytes();
     let len = frame.len();
     if pending + len <= bp.soft_limit_bytes {
         s.over_soft_since = None;
-        s.conn.send_data(frame.clone(), stream);
+        s.conn.send_data(frame.clone(), stream, ingest_ns);
         return Offer::Queued;
     }
     let over_hard = pending + len > bp.hard_limit_bytes;
     let since = *s.over_soft_since.get_or_insert(now);
     if !over_hard && now.saturating_sub(since) < bp.soft_grace_ms {
-        s.conn.send_data(frame.clone(), stream);
+        s.conn.send_data(frame.clone(), stream, ingest_ns);
         return Offer::Queued;
     }
     match policy {
@@ -90,7 +89,7 @@ fn offer(
                 slow_close(s, stats, "slow consumer");
                 Offer::SlowClose
             } else {
-                s.conn.send_data(frame.clone(), stream);
+                s.conn.send_data(frame.clone(), stream, ingest_ns);
                 Offer::Queued
             }
         }
@@ -149,15 +148,7 @@ impl Worker {
                 s.conn
                     .send(outbound::dropped(&entry.key, gap, "worker_overloaded"));
             }
-            let urgent = match offer(
-                s,
-                &msg.frame,
-                msg.stream,
-                entry.policy,
-                bp,
-                self.now,
-                &self.stats,
-            ) {
+            let urgent = match offer(s, &msg, entry.policy, bp, self.now, &self.stats) {
                 Offer::NotOpen => continue,
                 Offer::Dropped => {
                     routed += 1;

@@ -23,6 +23,7 @@ use crate::net::conn::{Conn, ReadEvent};
 use crate::net::listener;
 use crate::routing::StreamTable;
 use crate::shared::Shared;
+use crate::stats::latency::LatencyRecorder;
 use crate::stats::WorkerStats;
 use crate::timer::TimerWheel;
 use lifecycle::{Timer, TimerKind};
@@ -74,6 +75,8 @@ pub struct Worker {
     draining: bool,
     /// The largest output queue a session of this worker ever had, in bytes.
     peak_pending: usize,
+    /// Delivery latency recorded since the last housekeeping tick.
+    latency: LatencyRecorder,
 }
 
 impl Worker {
@@ -113,6 +116,7 @@ impl Worker {
             now: 0,
             draining: false,
             peak_pending: 0,
+            latency: LatencyRecorder::default(),
         })
     }
 
@@ -304,10 +308,7 @@ impl Worker {
         }
         if s.conn.is_closing() && !s.close_armed {
             s.close_armed = true;
-            let (id, at) = (
-                s.id,
-                self.now + self.cfg.heartbeat.close_timeout_ms,
-            );
+            let (id, at) = (s.id, self.now + self.cfg.heartbeat.close_timeout_ms);
             self.arm(at, key, id, TimerKind::CloseWait);
         }
         if self.sessions[key].conn.needs_flush() {
@@ -329,7 +330,12 @@ impl Worker {
             s.dirty = false;
             s.batch_count = 0;
             s.batch_bytes = 0;
-            match s.conn.flush() {
+            let now_ns = crate::clock::mono_ns();
+            let latency = &mut self.latency;
+            match s
+                .conn
+                .flush(|t| latency.record_ns(now_ns.saturating_sub(t)))
+            {
                 Ok(r) => {
                     s.data_written += r.data_frames as u64;
                     self.stats.data_written.add(r.data_frames as u64);

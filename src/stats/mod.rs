@@ -1,6 +1,8 @@
 //! Counters: each worker and the ingest side own theirs and are their only writers (relaxed
 //! atomics, no shared counter on the hot path); readers sum them into snapshots.
 
+pub mod latency;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -106,6 +108,8 @@ pub struct WorkerStats {
     pub pending_bytes: Counter,
     /// The largest output queue any connection of this worker ever had, in bytes.
     pub peak_pending_bytes: Counter,
+    /// Delivery latency, published every housekeeping tick.
+    pub latency: latency::SharedLatency,
     /// 1 while the process is over `backpressure.memory_limit_bytes` (as this worker saw it).
     pub memory_over_limit: Counter,
     /// Frames completely written to sockets.
@@ -194,6 +198,8 @@ pub struct Snapshot {
     pub publishers: u64,
     /// Heartbeat pings sent.
     pub pings_sent: u64,
+    /// Delivery latency (accepted → written to the socket), all workers, in ms.
+    pub latency_ms: latency::LatencySummary,
     /// Where every data message routed to a connection went.
     pub delivery: DeliverySnapshot,
     /// Closed connections by cause.
@@ -275,6 +281,8 @@ pub struct WorkerSnapshot {
     pub peak_pending_bytes: u64,
     /// Messages it never received because its channel was full.
     pub channel_gap_messages: u64,
+    /// Its delivery latency, in ms.
+    pub latency_ms: latency::LatencySummary,
 }
 
 impl StatsRegistry {
@@ -297,6 +305,7 @@ impl StatsRegistry {
         };
         let mut closed = 0;
         let mut closed_ms = 0;
+        let mut all_latency = latency::empty();
         for (i, w) in self.workers.iter().enumerate() {
             s.total_connections += w.connections_accepted.get();
             s.active_connections += w.websockets_active.get();
@@ -343,9 +352,16 @@ impl StatsRegistry {
                 pending_bytes: w.pending_bytes.get(),
                 peak_pending_bytes: w.peak_pending_bytes.get(),
                 channel_gap_messages: w.channel_gap_messages.get(),
+                latency_ms: {
+                    let mut h = latency::empty();
+                    w.latency.merge_into(&mut h);
+                    let _ = all_latency.add(&h);
+                    latency::summarize(&h)
+                },
             });
         }
         s.average_connection_duration = closed_ms.checked_div(closed).unwrap_or(0);
+        s.latency_ms = latency::summarize(&all_latency);
         let d = &mut s.delivery;
         d.pending = d
             .routed

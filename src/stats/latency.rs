@@ -1,0 +1,136 @@
+//! Delivery latency: from the moment the gateway accepted a message to the write that put its
+//! frame on a subscriber's socket, in microseconds. Each worker records into its own histogram
+//! and publishes it every housekeeping tick; readers merge the published ones.
+
+use std::sync::{Mutex, PoisonError};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Largest latency tracked, in µs (longer ones are clamped): 60 s.
+const MAX_US: u64 = 60_000_000;
+
+fn new_histogram() -> Histogram<u64> {
+    // 3 significant figures over 1 µs .. 60 s.
+    Histogram::new_with_bounds(1, MAX_US, 3).expect("constant histogram bounds are valid")
+}
+
+/// A worker's own recorder (no lock).
+#[derive(Debug)]
+pub struct LatencyRecorder {
+    hist: Histogram<u64>,
+}
+
+impl Default for LatencyRecorder {
+    fn default() -> Self {
+        LatencyRecorder {
+            hist: new_histogram(),
+        }
+    }
+}
+
+impl LatencyRecorder {
+    /// Records one delivery that took `ns` nanoseconds.
+    #[inline]
+    pub fn record_ns(&mut self, ns: u64) {
+        let us = (ns / 1_000).clamp(1, MAX_US);
+        // Clamped into bounds: cannot fail.
+        let _ = self.hist.record(us);
+    }
+
+    /// Moves what was recorded into `shared` (the published histogram).
+    pub fn publish(&mut self, shared: &SharedLatency) {
+        if self.hist.is_empty() {
+            return;
+        }
+        let mut h = shared.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Same bounds on both sides: cannot fail.
+        let _ = h.add(&self.hist);
+        self.hist.reset();
+    }
+}
+
+/// A worker's published histogram, read by `/stats`, `/metrics` and the SIGUSR1 dump.
+#[derive(Debug)]
+pub struct SharedLatency(Mutex<Histogram<u64>>);
+
+impl Default for SharedLatency {
+    fn default() -> Self {
+        SharedLatency(Mutex::new(new_histogram()))
+    }
+}
+
+impl SharedLatency {
+    /// Adds this histogram into `into`.
+    pub fn merge_into(&self, into: &mut Histogram<u64>) {
+        let h = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = into.add(&*h);
+    }
+}
+
+/// Percentiles of a histogram, in milliseconds.
+#[derive(Debug, Serialize, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencySummary {
+    /// Deliveries recorded.
+    pub count: u64,
+    /// Mean, ms.
+    pub mean: f64,
+    /// Median, ms.
+    pub p50: f64,
+    /// 90th percentile, ms.
+    pub p90: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
+    /// 99.9th percentile, ms.
+    pub p999: f64,
+    /// Maximum, ms.
+    pub max: f64,
+}
+
+/// An empty histogram with the standard bounds.
+pub fn empty() -> Histogram<u64> {
+    new_histogram()
+}
+
+/// Summarises a histogram of µs values in ms.
+pub fn summarize(h: &Histogram<u64>) -> LatencySummary {
+    if h.is_empty() {
+        return LatencySummary::default();
+    }
+    let ms = |us: u64| us as f64 / 1_000.0;
+    LatencySummary {
+        count: h.len(),
+        mean: h.mean() / 1_000.0,
+        p50: ms(h.value_at_quantile(0.5)),
+        p90: ms(h.value_at_quantile(0.9)),
+        p99: ms(h.value_at_quantile(0.99)),
+        p999: ms(h.value_at_quantile(0.999)),
+        max: ms(h.max()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_publish_merge_summarize() {
+        let shared = SharedLatency::default();
+        let mut r = LatencyRecorder::default();
+        for i in 1..=1000u64 {
+            r.record_ns(i * 1_000_000); // 1..1000 ms
+        }
+        r.publish(&shared);
+        r.record_ns(5); // below 1 µs: clamped to 1 µs
+        r.publish(&shared);
+        let mut all = empty();
+        shared.merge_into(&mut all);
+        let s = summarize(&all);
+        assert_eq!(s.count, 1001);
+        assert!((s.p50 - 500.0).abs() < 1.0, "{s:?}");
+        assert!((s.p99 - 990.0).abs() < 2.0, "{s:?}");
+        assert!((s.max - 1000.0).abs() < 1.0, "{s:?}");
+        assert_eq!(summarize(&empty()), LatencySummary::default());
+    }
+}

@@ -31,6 +31,19 @@ pub enum WorkerMsg {
     Data(DataMsg),
     /// Fault injection for tests and drills: block the worker's loop this long.
     Stall(std::time::Duration),
+    /// Write every connection's pending output now (`POST /flush`) and report.
+    Flush(Sender<FlushReport>),
+}
+
+/// What a worker wrote for a `Flush` request.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct FlushReport {
+    /// Connections written to.
+    pub connections: u64,
+    /// Frames written in full.
+    pub frames: u64,
+    /// Bytes written.
+    pub bytes: u64,
 }
 
 /// The sending end of one worker's inbox.

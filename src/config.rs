@@ -78,6 +78,31 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Slow consumers and memory limits.
     pub backpressure: BackpressureConfig,
+    /// Health rules.
+    pub health: HealthConfig,
+}
+
+/// `[health]`: when `/health` says degraded or unhealthy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// A worker whose loop has not turned for this long is stalled (degraded; unhealthy when
+    /// every worker is). Also the liveness rule of the systemd watchdog.
+    pub worker_stall_ms: u64,
+    /// Unhealthy when no message was accepted for this long; 0 = never (a quiet feed is fine).
+    pub max_ingest_silence_ms: u64,
+    /// Degraded for this long after a server-side error (`lastError`).
+    pub error_window_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            worker_stall_ms: 5_000,
+            max_ingest_silence_ms: 0,
+            error_window_ms: 30_000,
+        }
+    }
 }
 
 /// What happens to a data message for a connection whose output queue is over its limit.
@@ -270,6 +295,8 @@ pub struct LimitsConfig {
 pub struct LogConfig {
     /// `error`, `warn`, `info`, `debug`, `trace` or `off`.
     pub level: String,
+    /// Log to this file instead of stderr (reopened on SIGHUP, for logrotate).
+    pub file: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -336,6 +363,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            file: None,
         }
     }
 }

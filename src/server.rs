@@ -159,10 +159,11 @@ impl ServerHandle {
             );
             handle.wakers.push(waker);
             let s = shared.clone();
+            let admin_links = handle.links.clone();
             handle
                 .other_threads
                 .push(spawn("tickfan-admin".into(), move || {
-                    if let Err(e) = crate::admin::run(poll, l, s) {
+                    if let Err(e) = crate::admin::run(poll, l, s, admin_links) {
                         log::error!("admin listener stopped: {e}");
                     }
                 })?);

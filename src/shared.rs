@@ -1,7 +1,7 @@
 //! State every thread can read: the configuration, the counters, and the shutdown phases.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
@@ -18,6 +18,16 @@ pub struct Shared {
     drain_workers: AtomicBool,
     stop: AtomicBool,
     shutdown_started: OnceLock<Instant>,
+    last_error: Mutex<Option<LastError>>,
+}
+
+/// The last server-side error (not a client's mistake): what and when.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastError {
+    /// What happened.
+    pub message: String,
+    /// When, ms since the epoch.
+    pub timestamp: u64,
 }
 
 impl Shared {
@@ -31,6 +41,7 @@ impl Shared {
             drain_workers: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             shutdown_started: OnceLock::new(),
+            last_error: Mutex::new(None),
         }
     }
 
@@ -51,6 +62,28 @@ impl Shared {
     pub fn set_config(&self, config: Config) {
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
         self.config_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Records a server-side error for `/health` (`lastError`) and logs it at warn.
+    pub fn record_error(&self, message: impl Into<String>) {
+        let message = message.into();
+        log::warn!("{message}");
+        let e = LastError {
+            message,
+            timestamp: now_ms(),
+        };
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(e);
+    }
+
+    /// The last server-side error, if any.
+    pub fn last_error(&self) -> Option<LastError> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Phase 1 of shutdown: sources (feed, publishers) stop and close.

@@ -175,11 +175,13 @@ pub fn run(shared: Arc<Shared>, dispatcher: Arc<Mutex<Dispatcher>>) {
         let due = start.elapsed().as_secs_f64() * config.rate_per_sec as f64;
         let now = now_ms();
         let mut d = dispatcher.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = sent;
         while (sent as f64) < due {
             // A full stream table only refuses new streams; the feed's are made at start.
             let _ = feed.next_message(|msg| d.publish(msg, now));
             sent += 1;
         }
+        shared.stats.ingest.accepted_from_feed.add(sent - before);
         d.wake_workers();
     }
 }

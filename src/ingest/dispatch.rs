@@ -95,6 +95,7 @@ impl Dispatcher {
             }
         }
         self.stats.messages_accepted.inc();
+        self.stats.last_accept_ms.set(now_ms);
         self.pending_wake = true;
         Ok(seq)
     }

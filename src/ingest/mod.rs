@@ -21,6 +21,7 @@ use crate::net::{http, listener};
 use crate::protocol::publish::parse_publish;
 use crate::protocol::{outbound, CloseCode, ErrorCode};
 use crate::shared::{now_ms, Shared};
+use crate::stats::PublisherInfo;
 pub use dispatch::{DispatchError, Dispatcher};
 
 /// Token of the ingest listener.
@@ -141,8 +142,30 @@ impl IngestServer {
         }
     }
 
-    /// Drops publisher sockets past their handshake or close deadline.
+    /// Every [`SWEEP_INTERVAL`]: accepts anything an accept error left in the backlog, drops
+    /// publisher sockets past their handshake or close deadline, and publishes the publisher
+    /// list for `/stats`.
     fn sweep(&mut self) {
+        self.accept_all();
+        let list = self
+            .publishers
+            .iter()
+            .filter(|(_, p)| p.upgraded)
+            .map(|(_, p)| PublisherInfo {
+                id: p.id,
+                peer: p.conn.peer.to_string(),
+                connected_ms: p.clock.age().as_millis() as u64,
+                accepted: p.accepted,
+                rejected: p.rejected,
+            })
+            .collect();
+        *self
+            .shared
+            .stats
+            .ingest
+            .publishers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = list;
         let hb = &self.cfg.heartbeat;
         let handshake = Duration::from_millis(hb.handshake_timeout_ms);
         let close = Duration::from_millis(hb.close_timeout_ms);
@@ -185,7 +208,7 @@ impl IngestServer {
             return;
         };
         let next_id = &mut self.next_id;
-        listener::accept_into(
+        let (_, err) = listener::accept_into(
             listener,
             self.poll.registry(),
             &mut self.publishers,
@@ -204,6 +227,11 @@ impl IngestServer {
                 }
             },
         );
+        if let Some(e) = err {
+            // Retried at the next sweep: what is left in the backlog raises no new event.
+            self.shared
+                .record_error(format!("ingest: accept failed: {e}"));
+        }
     }
 
     fn on_event(&mut self, key: usize) {
@@ -310,6 +338,11 @@ impl IngestServer {
             d.wake_workers();
         }
         self.publishers[key].accepted += accepted;
+        self.shared
+            .stats
+            .ingest
+            .accepted_from_publishers
+            .add(accepted);
         for (code, message, index) in errors {
             self.reject(key, code, &message, index);
         }

@@ -43,15 +43,15 @@ pub fn set_send_buffer(sock: &TcpStream, bytes: usize) {
 
 /// Accepts every pending connection (edge-triggered: until `EAGAIN`), registers each for
 /// READABLE | WRITABLE under its slab key, and stores `make(key, stream, peer)` in `slab`.
-/// Returns how many were accepted. Accept errors other than `EAGAIN`/`EINTR` (such as
-/// `EMFILE`) are logged under `who` and end the round: the rest waits in the backlog.
+/// Returns how many were accepted, and the accept error (such as `EMFILE`) that ended the
+/// round early, if one did: the rest then waits in the backlog.
 pub fn accept_into<T>(
     listener: &TcpListener,
     registry: &Registry,
     slab: &mut Slab<T>,
     who: &str,
     mut make: impl FnMut(usize, TcpStream, SocketAddr) -> T,
-) -> usize {
+) -> (usize, Option<io::Error>) {
     let mut accepted = 0;
     loop {
         match listener.accept() {
@@ -69,13 +69,10 @@ pub fn accept_into<T>(
             }
             Err(e) if super::would_block(&e) => break,
             Err(e) if super::interrupted(&e) => continue,
-            Err(e) => {
-                log::warn!("{who}: accept failed: {e}");
-                break;
-            }
+            Err(e) => return (accepted, Some(e)),
         }
     }
-    accepted
+    (accepted, None)
 }
 
 #[cfg(test)]

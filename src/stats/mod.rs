@@ -126,6 +126,8 @@ pub struct WorkerStats {
     pub last_activity_ms: Counter,
     /// Loop turns, for liveness.
     pub loop_turns: Counter,
+    /// When the loop last turned, ms since the epoch (0 = not started or exited).
+    pub last_turn_ms: Counter,
 }
 
 /// Ingest-side counters (publishers, synthetic feed, dispatch to workers).
@@ -145,6 +147,30 @@ pub struct IngestStats {
     pub last_channel_drop_ms: Counter,
     /// Streams known.
     pub streams: Counter,
+    /// Messages accepted from publishers on the ingest listener.
+    pub accepted_from_publishers: Counter,
+    /// Messages accepted from the synthetic feed.
+    pub accepted_from_feed: Counter,
+    /// When a message was last accepted, ms since the epoch (0 = never).
+    pub last_accept_ms: Counter,
+    /// Connected publishers and their counters (refreshed by the ingest thread).
+    pub publishers: std::sync::Mutex<Vec<PublisherInfo>>,
+}
+
+/// One connected publisher, as `/stats` shows it.
+#[derive(Debug, Serialize, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PublisherInfo {
+    /// Publisher id (as in the logs).
+    pub id: u64,
+    /// Peer address.
+    pub peer: String,
+    /// Connected for, in ms.
+    pub connected_ms: u64,
+    /// Messages accepted.
+    pub accepted: u64,
+    /// Messages rejected.
+    pub rejected: u64,
 }
 
 /// Every counter of the process, shared read-only.
@@ -158,12 +184,26 @@ pub struct StatsRegistry {
     pub started: Instant,
 }
 
+/// Resident memory of this process in bytes, from /proc (0 where unavailable).
+pub fn resident_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// A point-in-time sum over workers, for `/health`, `/stats` and the SIGUSR1 dump.
 #[derive(Debug, Serialize, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     /// Seconds since start.
     pub uptime: u64,
+    /// Resident memory of the process in bytes (from /proc).
+    pub resident_memory_bytes: u64,
     /// Connections accepted since start.
     pub total_connections: u64,
     /// WebSocket connections open now.
@@ -188,6 +228,14 @@ pub struct Snapshot {
     pub write_syscalls: u64,
     /// Data messages accepted from publishers and the feed.
     pub messages_accepted: u64,
+    /// Of those, from publishers.
+    pub accepted_from_publishers: u64,
+    /// Of those, from the synthetic feed.
+    pub accepted_from_feed: u64,
+    /// Error replies by code.
+    pub errors_by_code: Vec<(String, u64)>,
+    /// Connected publishers.
+    pub publisher_list: Vec<PublisherInfo>,
     /// Publisher messages rejected.
     pub messages_rejected: u64,
     /// Messages dropped because a worker's channel was full.
@@ -368,6 +416,16 @@ impl StatsRegistry {
             .saturating_sub(d.written + d.conflated + d.dropped_slow_consumer + d.dropped_on_close);
         let ing = &self.ingest;
         s.messages_accepted = ing.messages_accepted.get();
+        s.accepted_from_publishers = ing.accepted_from_publishers.get();
+        s.accepted_from_feed = ing.accepted_from_feed.get();
+        s.publisher_list = ing.publishers.lock().map(|l| l.clone()).unwrap_or_default();
+        s.errors_by_code = ErrorCode::ALL
+            .iter()
+            .map(|c| {
+                let n = self.workers.iter().map(|w| w.errors[c.index()].get()).sum();
+                (c.as_str().to_string(), n)
+            })
+            .collect();
         s.messages_rejected = ing.messages_rejected.get();
         s.dropped_channel_full = ing.dropped_channel_full.get();
         s.streams = ing.streams.get();

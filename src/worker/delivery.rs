@@ -13,7 +13,7 @@ use super::Worker;
 use crate::bus::DataMsg;
 use crate::config::{BackpressureConfig, Policy};
 use crate::protocol::{outbound, CloseCode};
-use crate::stats::WorkerStats;
+use crate::stats::{resident_bytes, WorkerStats};
 
 /// Housekeeping period: queue gauges, memory check.
 /// (The peak queue size is tracked on every queued message and published here.)
@@ -103,18 +103,6 @@ fn offer(
             Offer::Dropped
         }
     }
-}
-
-/// Resident memory of this process in bytes, from /proc (0 where unavailable).
-pub fn resident_bytes() -> u64 {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return 0;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 impl Worker {
@@ -236,7 +224,18 @@ impl Worker {
         self.stats.pending_bytes.set(total as u64);
         self.stats.peak_pending_bytes.set(self.peak_pending as u64);
         let bp = &self.cfg.backpressure;
-        let over = bp.memory_limit_bytes > 0 && resident_bytes() > bp.memory_limit_bytes;
+        let rss = if bp.memory_limit_bytes > 0 {
+            resident_bytes()
+        } else {
+            0
+        };
+        let over = bp.memory_limit_bytes > 0 && rss > bp.memory_limit_bytes;
+        if over && self.stats.memory_over_limit.get() == 0 {
+            self.shared.record_error(format!(
+                "worker {}: resident memory {rss} bytes over backpressure.memory_limit_bytes {}",
+                self.index, bp.memory_limit_bytes
+            ));
+        }
         self.stats.memory_over_limit.set(u64::from(over));
         if over {
             let soft = bp.soft_limit_bytes;

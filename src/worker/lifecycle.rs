@@ -26,6 +26,8 @@ pub enum TimerKind {
     Batch,
     /// Worker-level: gauges and the memory guard.
     Housekeeping,
+    /// Worker-level: accept again after an accept error.
+    AcceptRetry,
 }
 
 /// A timer entry: which session (slab key + connection id, so a reused key is not confused)
@@ -98,8 +100,10 @@ impl Worker {
     }
 
     fn on_timer(&mut self, t: Timer) {
-        if t.kind == TimerKind::Housekeeping {
-            return self.housekeeping();
+        match t.kind {
+            TimerKind::Housekeeping => return self.housekeeping(),
+            TimerKind::AcceptRetry => return self.accept_all(),
+            _ => {}
         }
         let Some(s) = self.sessions.get_mut(t.key) else {
             return;
@@ -169,7 +173,7 @@ impl Worker {
                     self.mark_dirty(t.key);
                 }
             }
-            TimerKind::Housekeeping => {}
+            TimerKind::Housekeeping | TimerKind::AcceptRetry => {}
         }
         self.settle(t.key);
     }
@@ -196,7 +200,7 @@ impl Worker {
             }
             self.mark_dirty(k);
         }
-        self.flush_dirty();
+        let _ = self.flush_dirty();
         for k in keys {
             self.settle(k);
         }

@@ -17,7 +17,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tungstenite::protocol::WebSocketConfig;
 
-use crate::bus::{WorkerInbox, WorkerMsg};
+use crate::bus::{FlushReport, WorkerInbox, WorkerMsg};
 use crate::config::Config;
 use crate::net::conn::{Conn, ReadEvent};
 use crate::net::listener;
@@ -35,6 +35,8 @@ pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
 /// Most inbox messages handled in one loop turn, so sockets are served between bursts.
 const MAX_INBOX_PER_TURN: usize = 65_536;
+/// Delay before accepting again after an accept error (such as running out of descriptors).
+const ACCEPT_RETRY_MS: u64 = 100;
 /// Scratch buffer for discarding input from closing connections.
 const SCRATCH_BYTES: usize = 4096;
 
@@ -140,6 +142,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut backlog = false;
         self.start_housekeeping();
+        self.stats.last_turn_ms.set(crate::shared::now_ms());
         info!("worker {} started", self.index);
         loop {
             if self.shared.is_stopped() {
@@ -162,12 +165,14 @@ impl Worker {
                 if crate::net::interrupted(&e) {
                     continue;
                 }
-                warn!("worker {}: poll failed: {e}", self.index);
+                self.shared
+                    .record_error(format!("worker {}: poll failed: {e}", self.index));
                 break;
             }
             self.tick_clock();
             self.refresh_config();
             self.stats.loop_turns.inc();
+            self.stats.last_turn_ms.set(crate::shared::now_ms());
             backlog = false;
             for ev in events.iter() {
                 match ev.token() {
@@ -185,6 +190,7 @@ impl Worker {
             self.run_timers();
             self.flush_dirty();
         }
+        self.stats.last_turn_ms.set(0);
         self.report_unfinished();
     }
 
@@ -212,7 +218,7 @@ impl Worker {
         let (next_conn, timers) = (&mut self.next_conn, &mut self.timers);
         let who = format!("worker {index}");
         let sndbuf = self.cfg.server.send_buffer_bytes;
-        let n = listener::accept_into(
+        let (n, err) = listener::accept_into(
             listener,
             self.poll.registry(),
             &mut self.sessions,
@@ -237,6 +243,20 @@ impl Worker {
         );
         self.stats.connections_accepted.add(n as u64);
         self.stats.connections_active.add(n as u64);
+        if let Some(e) = err {
+            // EMFILE and friends: what is left in the backlog raises no new event, so retry
+            // on a timer.
+            self.shared
+                .record_error(format!("worker {}: accept failed: {e}", self.index));
+            let at = self.now + ACCEPT_RETRY_MS;
+            let t = Timer {
+                key: delivery::WORKER_KEY,
+                conn: 0,
+                kind: TimerKind::AcceptRetry,
+                at,
+            };
+            self.timers.insert(at, t);
+        }
     }
 
     /// Handles inbox messages; returns whether some were left for the next turn.
@@ -244,6 +264,18 @@ impl Worker {
         for _ in 0..MAX_INBOX_PER_TURN {
             match self.inbox.rx.try_recv() {
                 Ok(WorkerMsg::Data(msg)) => self.fan_out(msg),
+                Ok(WorkerMsg::Flush(reply)) => {
+                    let keys: Vec<usize> = self
+                        .sessions
+                        .iter()
+                        .filter(|(_, s)| s.conn.needs_flush())
+                        .map(|(k, _)| k)
+                        .collect();
+                    for k in keys {
+                        self.mark_dirty(k);
+                    }
+                    let _ = reply.send(self.flush_dirty());
+                }
                 Ok(WorkerMsg::Stall(d)) => {
                     warn!(
                         "worker {}: stalling for {d:?} (fault injection)",
@@ -318,7 +350,8 @@ impl Worker {
 
     /// Writes every connection that has pending output (one `writev` per connection when the
     /// socket takes it all), then drops connections that are finished.
-    fn flush_dirty(&mut self) {
+    fn flush_dirty(&mut self) -> FlushReport {
+        let mut report = FlushReport::default();
         let mut dirty = std::mem::take(&mut self.dirty);
         for &k in &dirty {
             let Some(s) = self.sessions.get_mut(k) else {
@@ -337,6 +370,9 @@ impl Worker {
                 .flush(|t| latency.record_ns(now_ns.saturating_sub(t)))
             {
                 Ok(r) => {
+                    report.connections += 1;
+                    report.frames += r.frames as u64;
+                    report.bytes += r.bytes as u64;
                     s.data_written += r.data_frames as u64;
                     self.stats.data_written.add(r.data_frames as u64);
                     s.frames_out += r.frames as u64;
@@ -358,6 +394,7 @@ impl Worker {
         if self.dirty.is_empty() {
             self.dirty = dirty;
         }
+        report
     }
 
     fn remove(&mut self, key: usize) {

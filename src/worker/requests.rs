@@ -45,10 +45,7 @@ impl Worker {
                 }
                 Err((status, message)) => Some(http::error_response(status, message)),
             },
-            "/health" if head.method == "GET" => {
-                let body = crate::admin::health_json(&self.shared);
-                Some(http::response(200, "application/json", &body, &[]))
-            }
+            "/health" if head.method == "GET" => Some(crate::admin::health_response(&self.shared)),
             "/health" => Some(http::error_response(405, "method not allowed")),
             _ => Some(http::error_response(404, "not found")),
         };

@@ -15,12 +15,15 @@ pub mod clock;
 pub mod config;
 pub mod feed;
 pub mod ingest;
+pub mod logging;
 pub mod net;
+pub mod notify;
 pub mod protocol;
 pub mod routing;
 pub mod server;
 pub mod shared;
 pub mod stats;
+pub mod supervisor;
 pub mod timer;
 pub mod worker;
 

@@ -5,17 +5,16 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use log::info;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 use tickfan::config::FeedKind;
-use tickfan::{ConfigBuilder, ServerHandle};
+use tickfan::notify::{self, Notifier};
+use tickfan::{supervisor, ConfigBuilder, ServerHandle};
 
 /// tickfan: a WebSocket market-data fan-out gateway.
 ///
 /// Publishers send JSON market data to the ingest listener (`/publish`); subscribers connect to
 /// the public listener (`/ws`) and subscribe with filters on exchange, symbol and dataType.
 /// Without a config file the embedded synthetic feed runs, so data flows at once.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "tickfan", version, about, long_about, after_help = AFTER_HELP)]
 struct Cli {
     /// TOML configuration file (every key has a default; see docs/configuration.md).
@@ -36,9 +35,12 @@ struct Cli {
     /// Embedded feed: `synthetic` or `none` [feed.source].
     #[arg(long, value_name = "KIND", value_parser = ["synthetic", "none"])]
     feed: Option<String>,
-    /// Log level: off, error, warn, info, debug, trace [log.level].
+    /// Log level: off, error, warn, info, debug, trace [log.level]. SIGHUP re-reads it.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Log to FILE instead of stderr; SIGHUP reopens it (for logrotate) [log.file].
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
     /// Override any config key by its dotted name, e.g. `--set limits.max_connections=100`.
     /// Repeatable; applied after the file and the flags above.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -65,6 +67,12 @@ fn build_config(cli: &Cli) -> anyhow::Result<tickfan::Config> {
         ("server.workers", cli.workers.map(|n| n.to_string())),
         ("feed.source", cli.feed.as_ref().map(|v| toml_str(v))),
         ("log.level", cli.log_level.as_ref().map(|v| toml_str(v))),
+        (
+            "log.file",
+            cli.log_file
+                .as_ref()
+                .map(|v| toml_str(&v.to_string_lossy())),
+        ),
     ];
     for (key, value) in flags {
         if let Some(v) = value {
@@ -81,15 +89,6 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-fn init_logging(level: log::LevelFilter) -> anyhow::Result<()> {
-    let config = simplelog::ConfigBuilder::new()
-        .set_time_format_rfc3339()
-        .set_thread_level(log::LevelFilter::Off)
-        .set_target_level(log::LevelFilter::Off)
-        .build();
-    simplelog::WriteLogger::init(level, config, std::io::stderr()).context("cannot start logging")
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = match build_config(&cli) {
@@ -99,9 +98,11 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    init_logging(config.log_level()?)?;
-    // Register before any thread starts, so every thread inherits the handlers.
-    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot register signal handlers")?;
+    let log_file = config.log.file.as_ref().map(PathBuf::from);
+    let log = tickfan::logging::init(config.log_level()?, log_file.as_deref())
+        .context("cannot start logging")?;
+    // Register before any thread starts, so no thread ever runs with the default actions.
+    let signals = supervisor::register_signals().context("cannot register signal handlers")?;
     let synthetic = config.feed.source == Some(FeedKind::Synthetic);
     let handle = ServerHandle::start(config)?;
     if let Some(addr) = handle.public_addr() {
@@ -121,26 +122,17 @@ fn main() -> anyhow::Result<()> {
     if let Some(addr) = handle.ingest_addr() {
         info!("publishers connect to ws://{addr}/publish");
     }
-    if let Some(sig) = signals.forever().next() {
-        info!("signal {sig}: shutting down gracefully (a second signal exits at once)");
+    if let Some(addr) = handle.admin_addr() {
+        info!("admin on http://{addr} (/health, /stats, /metrics, POST /flush)");
     }
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        handle.shutdown();
-        let _ = done_tx.send(());
-    });
-    loop {
-        if done_rx
-            .recv_timeout(std::time::Duration::from_millis(50))
-            .is_ok()
-        {
-            break;
-        }
-        if let Some(sig) = signals.pending().next() {
-            log::warn!("second signal {sig}: exiting now");
-            std::process::exit(128 + sig);
-        }
-    }
-    info!("stopped");
-    Ok(())
+    let reload = move || build_config(&cli).map_err(|e| format!("{e:#}"));
+    let code = supervisor::run(
+        handle,
+        signals,
+        Notifier::from_env(),
+        notify::watchdog_interval_from_env(),
+        Some(log),
+        reload,
+    );
+    std::process::exit(code);
 }

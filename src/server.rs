@@ -200,6 +200,11 @@ impl ServerHandle {
         self.admin_addr
     }
 
+    /// The state shared with every thread (configuration, counters).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The counters summed now.
     pub fn stats(&self) -> Snapshot {
         self.shared.stats.snapshot()

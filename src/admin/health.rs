@@ -70,23 +70,30 @@ pub struct Health {
     pub workers: usize,
 }
 
-/// Judges health from a snapshot.
-pub fn check(shared: &Shared, snap: &Snapshot) -> Health {
-    let cfg = shared.config();
+/// Workers whose loop has not turned within `health.worker_stall_ms` (or that exited).
+pub fn stalled_workers(shared: &Shared) -> Vec<usize> {
+    let limit = shared.config().health.worker_stall_ms;
     let now = now_ms();
-    let mut unhealthy = Vec::new();
-    let mut degraded = Vec::new();
-    let stalled: Vec<usize> = shared
+    shared
         .stats
         .workers
         .iter()
         .enumerate()
         .filter(|(_, w)| {
             let t = w.last_turn_ms.get();
-            t == 0 || now.saturating_sub(t) > cfg.health.worker_stall_ms
+            t == 0 || now.saturating_sub(t) > limit
         })
         .map(|(i, _)| i)
-        .collect();
+        .collect()
+}
+
+/// Judges health from a snapshot.
+pub fn check(shared: &Shared, snap: &Snapshot) -> Health {
+    let cfg = shared.config();
+    let now = now_ms();
+    let mut unhealthy = Vec::new();
+    let mut degraded = Vec::new();
+    let stalled = stalled_workers(shared);
     if stalled.len() == shared.stats.workers.len() {
         unhealthy.push(format!(
             "no worker loop turned within {} ms",

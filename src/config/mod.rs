@@ -7,6 +7,8 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+pub mod reload;
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 

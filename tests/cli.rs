@@ -2,25 +2,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
+
 use std::time::Duration;
 
+use common::process::{Running, BIN};
 use common::Client;
 use serde_json::json;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tickfan");
-
-/// Kills the child by pid when the test ends, whatever happens.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn help_lists_every_flag() {
@@ -76,80 +64,6 @@ fn config_errors_name_the_key_and_exit_non_zero() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// A running binary: its stderr lines so far, and the rest as they come.
-struct Running {
-    guard: Guard,
-    seen: Vec<String>,
-    logs: mpsc::Receiver<String>,
-}
-
-impl Running {
-    /// Starts the binary and waits until it has logged a line containing `ready`.
-    fn start(args: &[&str], ready: &str) -> Running {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, logs) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut r = Running {
-            guard: Guard(child),
-            seen: Vec::new(),
-            logs,
-        };
-        while !r.seen.iter().any(|l| l.contains(ready)) {
-            let line = r
-                .logs
-                .recv_timeout(common::TIMEOUT)
-                .expect("the server logs its start");
-            r.seen.push(line);
-        }
-        r
-    }
-
-    /// The address logged after `marker` (e.g. "subscribe at ws://").
-    fn addr(&self, marker: &str) -> std::net::SocketAddr {
-        let line = self
-            .seen
-            .iter()
-            .find(|l| l.contains(marker))
-            .expect("address logged");
-        let rest = line.split(marker).nth(1).unwrap();
-        rest.split('/').next().unwrap().parse().unwrap()
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.guard.0.id().to_string();
-        assert!(Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    /// Waits up to `limit` for the exit status.
-    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let t0 = std::time::Instant::now();
-        while t0.elapsed() < limit {
-            if let Some(s) = self.guard.0.try_wait().unwrap() {
-                self.seen.extend(self.logs.try_iter());
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
 }
 
 fn ws_client(addr: std::net::SocketAddr, path: &str) -> Client {

@@ -109,7 +109,7 @@ pub fn check(shared: &Shared, snap: &Snapshot) -> Health {
     if silence > 0 {
         let last = shared.stats.ingest.last_accept_ms.get();
         let since = if last == 0 {
-            snap.uptime * 1000
+            shared.stats.started.elapsed().as_millis() as u64
         } else {
             now.saturating_sub(last)
         };

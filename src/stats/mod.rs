@@ -349,6 +349,7 @@ impl StatsRegistry {
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot {
             uptime: self.started.elapsed().as_secs(),
+            resident_memory_bytes: resident_bytes(),
             ..Snapshot::default()
         };
         let mut closed = 0;

@@ -216,6 +216,7 @@ impl Worker {
     /// slowest consumers (largest queues over the soft limit, a tenth of them per tick) while
     /// the process is over `backpressure.memory_limit_bytes`.
     pub(super) fn housekeeping(&mut self) {
+        self.latency.publish(&self.stats.latency);
         let total: usize = self
             .sessions
             .iter()

@@ -1,6 +1,8 @@
 //! Test helpers: a real server on port 0 and real WebSocket clients over TCP.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

@@ -20,7 +20,10 @@ fn systemd_unit_verifies_and_has_the_required_settings() {
         "PrivateTmp=yes",
         "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
     ] {
-        assert!(UNIT.lines().any(|l| l.starts_with(setting)), "unit lacks {setting}");
+        assert!(
+            UNIT.lines().any(|l| l.starts_with(setting)),
+            "unit lacks {setting}"
+        );
     }
     // Verify a copy whose ExecStart points at the binary under test.
     let dir = std::env::temp_dir().join(format!("tickfan-unit-{}", std::process::id()));
@@ -35,5 +38,8 @@ fn systemd_unit_verifies_and_has_the_required_settings() {
         .expect("systemd-analyze (package systemd; .ci/run installs it)");
     let _ = std::fs::remove_dir_all(&dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && !stderr.contains("tickfan.service:"), "{stderr}");
+    assert!(
+        out.status.success() && !stderr.contains("tickfan.service:"),
+        "{stderr}"
+    );
 }

@@ -687,7 +687,11 @@ mod example_tests {
     fn keys(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
         if let toml::Value::Table(t) = v {
             for (k, v) in t {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 if v.is_table() && key != "backpressure.policy_by_data_type" {
                     keys(&key, v, out);
                 } else {
@@ -700,17 +704,28 @@ mod example_tests {
     #[test]
     fn example_config_is_valid_and_lists_every_key() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/tickfan.example.toml");
-        let config = ConfigBuilder::new().file(Path::new(path)).unwrap().build().unwrap();
+        let config = ConfigBuilder::new()
+            .file(Path::new(path))
+            .unwrap()
+            .build()
+            .unwrap();
         let text = std::fs::read_to_string(path).unwrap();
         let mut all = Vec::new();
-        keys("", &toml::Value::try_from(Config::default()).unwrap(), &mut all);
+        keys(
+            "",
+            &toml::Value::try_from(Config::default()).unwrap(),
+            &mut all,
+        );
         for key in all {
             let leaf = key.rsplit('.').next().unwrap();
             let listed = text.contains(&format!("{leaf} =")) || text.contains(&format!("[{key}]"));
             assert!(listed, "example config lacks {key}");
         }
         // Its values are the defaults (the feed is off in a config file).
-        assert_eq!(config.limits.max_connections, Config::default().limits.max_connections);
+        assert_eq!(
+            config.limits.max_connections,
+            Config::default().limits.max_connections
+        );
         assert_eq!(config.backpressure.policy_for("ticker"), Policy::Conflate);
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{Guard, BIN};
+use common::process::{signal, Guard, BIN};
 use common::{http, status};
 
 /// A scratch directory removed at the end of the test.
@@ -52,24 +52,8 @@ fn addr_after(line: &str, marker: &str) -> std::net::SocketAddr {
     rest.split(['/', ' ']).next().unwrap().parse().unwrap()
 }
 
-fn signal(child: &Guard, sig: &str) {
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
-fn wait_exit(child: &mut Guard) -> std::process::ExitStatus {
-    let t0 = Instant::now();
-    loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            return s;
-        }
-        assert!(t0.elapsed() < common::TIMEOUT, "did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn exited(child: &mut Guard) -> std::process::ExitStatus {
+    common::process::wait_exit(child, common::TIMEOUT).expect("exited")
 }
 
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> Guard {
@@ -122,7 +106,7 @@ fn sigusr1_dumps_stats_into_the_log_file() {
     }
     // The synthetic feed kept flowing: the dump did not stop anything.
     signal(&child, "-TERM");
-    assert!(wait_exit(&mut child).success());
+    assert!(exited(&mut child).success());
 }
 
 #[test]
@@ -178,7 +162,7 @@ fn sighup_reloads_live_keys_rejects_broken_config_and_reopens_the_log() {
     http(public, "GET /health HTTP/1.1\r\n\r\n");
     wait_in_file(&log, "accepted from");
     signal(&child, "-TERM");
-    assert!(wait_exit(&mut child).success());
+    assert!(exited(&mut child).success());
 }
 
 /// Receives datagrams until one contains `text`.
@@ -225,7 +209,7 @@ fn notify_scenario(sock: &UnixDatagram, notify_socket: &str) {
     recv_until(sock, "WATCHDOG=1");
     signal(&child, "-TERM");
     recv_until(sock, "STOPPING=1");
-    assert!(wait_exit(&mut child).success());
+    assert!(exited(&mut child).success());
 }
 
 #[test]

@@ -18,6 +18,28 @@ impl Drop for Guard {
     }
 }
 
+/// Sends `sig` (as `kill` spells it: `-TERM`) to the child.
+pub fn signal(child: &Guard, sig: &str) {
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Waits up to `limit` for the child's exit status.
+pub fn wait_exit(child: &mut Guard, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < limit {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 /// A running binary: its stderr lines so far, and the rest as they come.
 pub struct Running {
     pub guard: Guard,
@@ -70,25 +92,14 @@ impl Running {
     }
 
     pub fn signal(&self, sig: &str) {
-        let pid = self.guard.0.id().to_string();
-        assert!(Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
+        signal(&self.guard, sig);
     }
 
     /// Waits up to `limit` for the exit status.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let t0 = std::time::Instant::now();
-        while t0.elapsed() < limit {
-            if let Some(s) = self.guard.0.try_wait().unwrap() {
-                self.seen.extend(self.logs.try_iter());
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        let status = wait_exit(&mut self.guard, limit);
+        self.seen.extend(self.logs.try_iter());
+        status
     }
 }
 

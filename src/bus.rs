@@ -33,6 +33,11 @@ pub enum WorkerMsg {
     Stall(std::time::Duration),
     /// Write every connection's pending output now (`POST /flush`) and report.
     Flush(Sender<FlushReport>),
+    /// Close connection `conn` of this worker (a newer connection of its user replaced it).
+    Replace {
+        /// Connection id.
+        conn: u64,
+    },
 }
 
 /// What a worker wrote for a `Flush` request.

@@ -10,6 +10,8 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod admission;
+pub mod auth;
 pub mod bus;
 pub mod clock;
 pub mod config;

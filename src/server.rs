@@ -135,6 +135,7 @@ impl ServerHandle {
                 .push(spawn(format!("tickfan-worker-{i}"), move || w.run())?);
         }
         handle.links = links.clone();
+        shared.set_links(links.clone());
         let max_streams = shared.config().limits.max_streams;
         let dispatcher = Arc::new(Mutex::new(Dispatcher::new(
             links,

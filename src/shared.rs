@@ -19,6 +19,9 @@ pub struct Shared {
     stop: AtomicBool,
     shutdown_started: OnceLock<Instant>,
     last_error: Mutex<Option<LastError>>,
+    /// Per-IP and per-user admission counts.
+    pub admission: crate::admission::Admission,
+    links: OnceLock<Vec<crate::bus::WorkerLink>>,
 }
 
 /// The last server-side error (not a client's mistake): what and when.
@@ -42,6 +45,8 @@ impl Shared {
             stop: AtomicBool::new(false),
             shutdown_started: OnceLock::new(),
             last_error: Mutex::new(None),
+            admission: crate::admission::Admission::default(),
+            links: OnceLock::new(),
         }
     }
 
@@ -62,6 +67,16 @@ impl Shared {
     pub fn set_config(&self, config: Config) {
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
         self.config_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Sets the workers' inboxes once they exist (for messages between workers).
+    pub fn set_links(&self, links: Vec<crate::bus::WorkerLink>) {
+        let _ = self.links.set(links);
+    }
+
+    /// Worker `index`'s inbox, once the workers exist.
+    pub fn link(&self, index: usize) -> Option<&crate::bus::WorkerLink> {
+        self.links.get().and_then(|l| l.get(index))
     }
 
     /// Records a server-side error for `/health` (`lastError`) and logs it at warn.

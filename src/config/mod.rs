@@ -44,7 +44,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn key(key: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn key(key: &str, reason: impl Into<String>) -> Self {
         ConfigError::Key {
             key: key.to_string(),
             reason: reason.into(),
@@ -84,6 +84,81 @@ pub struct Config {
     pub backpressure: BackpressureConfig,
     /// Health rules.
     pub health: HealthConfig,
+    /// Authentication and authorisation.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: who may subscribe to what, and who may publish.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret for subscriber tokens; empty = no secret.
+    pub jwt_secret: String,
+    /// PEM public key (RSA or EC) for subscriber tokens signed with `jwt_algorithm`.
+    pub jwt_public_key_file: String,
+    /// `RS256` or `ES256`, with `jwt_public_key_file`.
+    pub jwt_algorithm: String,
+    /// When set, tokens must carry this audience (`aud`).
+    pub jwt_audience: String,
+    /// When set, tokens must carry this issuer (`iss`).
+    pub jwt_issuer: String,
+    /// Tokens that publishers must present on the ingest listener; empty = no check.
+    pub publisher_tokens: Vec<String>,
+    /// Browser origins allowed to open `/ws`; empty = any. Requests without `Origin` (not
+    /// from a browser) are allowed.
+    pub allowed_origins: Vec<String>,
+}
+
+impl AuthConfig {
+    /// Whether subscribers must present a token.
+    pub fn subscribers_need_token(&self) -> bool {
+        !self.jwt_secret.is_empty() || !self.jwt_public_key_file.is_empty()
+    }
+}
+
+/// `limits.connections_per_user`: how many connections one user (`sub`) may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PerUser {
+    /// No limit (0).
+    #[default]
+    Unlimited,
+    /// One; a new connection replaces the older one, which is closed with 4002.
+    Replace,
+    /// One; a new connection is refused (HTTP 429) while the older one is open.
+    Reject,
+    /// At most this many; more are refused (HTTP 429).
+    Max(u32),
+}
+
+impl Serialize for PerUser {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PerUser::Unlimited => s.serialize_u32(0),
+            PerUser::Replace => s.serialize_str("replace"),
+            PerUser::Reject => s.serialize_str("reject"),
+            PerUser::Max(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PerUser {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u32),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(0) => Ok(PerUser::Unlimited),
+            Raw::N(n) => Ok(PerUser::Max(n)),
+            Raw::S(s) if s == "replace" => Ok(PerUser::Replace),
+            Raw::S(s) if s == "reject" => Ok(PerUser::Reject),
+            Raw::S(s) => Err(serde::de::Error::custom(format!(
+                "expected \"replace\", \"reject\" or a number, got \"{s}\""
+            ))),
+        }
+    }
 }
 
 /// `[health]`: when `/health` says degraded or unhealthy.
@@ -291,6 +366,12 @@ pub struct LimitsConfig {
     /// Close connections older than this with 1001 (plus a jitter of up to a tenth of it);
     /// 0 = never.
     pub max_lifetime_ms: u64,
+    /// Connections per user (`sub` of the token): 0, a number, `replace` or `reject`.
+    pub connections_per_user: PerUser,
+    /// Open sockets per client IP on the public listener (HTTP 429 past it); 0 = no limit.
+    pub max_connections_per_ip: u32,
+    /// New connections per client IP per minute (HTTP 429 past it); 0 = no limit.
+    pub new_connections_per_ip_per_min: u32,
 }
 
 /// `[log]`: logging.
@@ -359,6 +440,9 @@ impl Default for LimitsConfig {
             rate_limit_strikes: 20,
             read_buffer_bytes: 4096,
             max_lifetime_ms: 0,
+            connections_per_user: PerUser::Unlimited,
+            max_connections_per_ip: 1_000,
+            new_connections_per_ip_per_min: 1_200,
         }
     }
 }
@@ -467,6 +551,7 @@ impl Config {
                 return Err(ConfigError::key(key, "must be greater than 0"));
             }
         }
+        crate::auth::Authenticator::from_config(&self.auth)?;
         if self.backpressure.hard_limit_bytes < self.backpressure.soft_limit_bytes {
             return Err(ConfigError::key(
                 "backpressure.hard_limit_bytes",

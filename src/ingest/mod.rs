@@ -248,6 +248,23 @@ impl IngestServer {
                         p.conn.respond(http::error_response(404, "not found"));
                         continue;
                     }
+                    if http::check_upgrade(&head).is_ok()
+                        && !crate::auth::publisher_allowed(&self.cfg.auth, &head)
+                    {
+                        info!(
+                            "publisher {} from {} refused: no valid token",
+                            p.id, p.conn.peer
+                        );
+                        let body = b"a valid publisher token is required\n";
+                        let extra = [("WWW-Authenticate", "Bearer")];
+                        p.conn.respond(http::response(
+                            401,
+                            "text/plain; charset=utf-8",
+                            body,
+                            &extra,
+                        ));
+                        continue;
+                    }
                     match http::check_upgrade(&head) {
                         Ok(ws_key) => {
                             let ws_key = ws_key.to_string();

@@ -44,6 +44,13 @@ pub enum ClientRequest {
         /// Echoed id.
         id: Option<RequestId>,
     },
+    /// A new token before the current one expires.
+    Refresh {
+        /// Echoed id.
+        id: Option<RequestId>,
+        /// The new token.
+        token: String,
+    },
 }
 
 /// Which filter an `unsubscribe` removes.
@@ -97,6 +104,8 @@ struct RawRequest<'a> {
     data_types: Option<&'a RawValue>,
     #[serde(rename = "filterId", borrow, default)]
     filter_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    token: Option<&'a RawValue>,
 }
 
 /// Parses one text message from a subscriber.
@@ -170,6 +179,14 @@ pub fn parse_client(text: &str, limits: ParseLimits) -> Result<ClientRequest, Re
         "heartbeat" => Ok(ClientRequest::Heartbeat),
         "getStats" => Ok(ClientRequest::GetStats { id }),
         "publish" => Ok(ClientRequest::Publish { id }),
+        "refresh" => match raw.token.map(|t| serde_json::from_str::<String>(t.get())) {
+            Some(Ok(token)) if !token.is_empty() => Ok(ClientRequest::Refresh { id, token }),
+            _ => Err(RequestError::new(
+                id,
+                ErrorCode::InvalidMessage,
+                "token must be a non-empty string",
+            )),
+        },
         other => {
             let shown: String = other.chars().take(64).collect();
             Err(RequestError::new(

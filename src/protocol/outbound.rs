@@ -133,6 +133,25 @@ pub fn pong(id: Option<&RawValue>, ts_ms: u64) -> Bytes {
     })
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Refreshed<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+    expires_at: u64,
+}
+
+/// `{"type":"refreshed","id":..,"expiresAt":ms}`: the new token is in force.
+pub fn refreshed(id: Option<&RawValue>, expires_at_ms: u64) -> Bytes {
+    json_frame(&Refreshed {
+        kind: "refreshed",
+        id,
+        expires_at: expires_at_ms,
+    })
+}
+
 /// `{"type":"heartbeat_ack","ts":..}`.
 pub fn heartbeat_ack(ts_ms: u64) -> Bytes {
     json_frame(&TimeReply {

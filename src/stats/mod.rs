@@ -84,6 +84,22 @@ pub struct WorkerStats {
     pub closed_shutdown: Counter,
     /// Heartbeat pings sent.
     pub pings_sent: Counter,
+    /// Upgrades refused with 401 (missing or bad token).
+    pub refused_unauthorized: Counter,
+    /// Upgrades refused with 403 (origin not allowed).
+    pub refused_origin: Counter,
+    /// Upgrades refused with 503 (`limits.max_connections`).
+    pub refused_capacity: Counter,
+    /// Requests refused with 429 (per-IP limits).
+    pub refused_per_ip: Counter,
+    /// Upgrades refused with 429 (per-user limit).
+    pub refused_per_user: Counter,
+    /// Subscribes refused with FORBIDDEN (outside the token's channels).
+    pub forbidden_subscriptions: Counter,
+    /// Connections closed with 4002 (replaced by a newer one of the same user).
+    pub closed_replaced: Counter,
+    /// Connections closed with 1008 because their token expired.
+    pub closed_token_expired: Counter,
     /// Application messages received from clients.
     pub messages_received: Counter,
     /// Data messages taken from the worker's channel.
@@ -252,6 +268,8 @@ pub struct Snapshot {
     pub delivery: DeliverySnapshot,
     /// Closed connections by cause.
     pub closed: ClosedSnapshot,
+    /// Refused connections and requests by reason.
+    pub refused: RefusedSnapshot,
     /// Per worker: active connections and messages forwarded.
     pub workers: Vec<WorkerSnapshot>,
 }
@@ -305,6 +323,28 @@ pub struct ClosedSnapshot {
     pub rate_limit: u64,
     /// Socket errors or lost without a close frame.
     pub io_error: u64,
+    /// Replaced by a newer connection of the same user (4002).
+    pub replaced: u64,
+    /// Token expired without a refresh (1008).
+    pub token_expired: u64,
+}
+
+/// Connections and requests refused at the door, by reason.
+#[derive(Debug, Serialize, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedSnapshot {
+    /// 401: missing or bad token.
+    pub unauthorized: u64,
+    /// 403: origin not allowed.
+    pub origin: u64,
+    /// 503: `limits.max_connections`.
+    pub capacity: u64,
+    /// 429: per-IP limits.
+    pub per_ip: u64,
+    /// 429: per-user limit.
+    pub per_user: u64,
+    /// FORBIDDEN subscribes (outside the token's channels).
+    pub forbidden_subscriptions: u64,
 }
 
 /// One worker's share of a [`Snapshot`].
@@ -390,6 +430,15 @@ impl StatsRegistry {
             c.protocol += w.closed_protocol.get();
             c.rate_limit += w.closed_rate_limit.get();
             c.io_error += w.closed_io_error.get();
+            c.replaced += w.closed_replaced.get();
+            c.token_expired += w.closed_token_expired.get();
+            let r = &mut s.refused;
+            r.unauthorized += w.refused_unauthorized.get();
+            r.origin += w.refused_origin.get();
+            r.capacity += w.refused_capacity.get();
+            r.per_ip += w.refused_per_ip.get();
+            r.per_user += w.refused_per_user.get();
+            r.forbidden_subscriptions += w.forbidden_subscriptions.get();
             closed_ms += w.closed_duration_ms.get();
             s.workers.push(WorkerSnapshot {
                 worker: i,

@@ -28,6 +28,8 @@ pub enum TimerKind {
     Housekeeping,
     /// Worker-level: accept again after an accept error.
     AcceptRetry,
+    /// The session's token expires (unless it was refreshed since).
+    TokenExpiry,
 }
 
 /// A timer entry: which session (slab key + connection id, so a reused key is not confused)
@@ -87,6 +89,39 @@ impl Worker {
             let at = self.now + life + jitter(id, life / 10 + 1);
             self.arm(at, key, id, TimerKind::Lifetime);
         }
+    }
+
+    /// Arms the token-expiry timer of a session (when it has a token).
+    pub(super) fn arm_token_expiry(&mut self, key: usize) {
+        let Some(s) = self.sessions.get(key) else {
+            return;
+        };
+        if s.token_expires_ms == 0 {
+            return;
+        }
+        let left = s.token_expires_ms.saturating_sub(crate::shared::now_ms());
+        let (id, at) = (s.id, self.now + left);
+        self.arm(at, key, id, TimerKind::TokenExpiry);
+    }
+
+    /// Closes connection `conn` with 4002: a newer connection of its user replaced it.
+    pub(super) fn replace(&mut self, conn: u64) {
+        let Some(key) = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.id == conn)
+            .map(|(k, _)| k)
+        else {
+            return;
+        };
+        let s = &mut self.sessions[key];
+        if !s.conn.is_closing() {
+            self.stats.closed_replaced.inc();
+            s.note_close(4002, "replaced by a newer connection", false);
+            s.conn
+                .close(CloseCode::Replaced, "replaced by a newer connection");
+        }
+        self.settle(key);
     }
 
     /// Runs every timer due now.
@@ -171,6 +206,21 @@ impl Worker {
             TimerKind::Batch => {
                 if s.batch_count > 0 && s.batch_deadline == t.at {
                     self.mark_dirty(t.key);
+                }
+            }
+            TimerKind::TokenExpiry => {
+                let now_wall = crate::shared::now_ms();
+                if s.conn.is_closing() {
+                    return;
+                }
+                if s.token_expires_ms <= now_wall {
+                    self.stats.closed_token_expired.inc();
+                    s.note_close(1008, "token expired", true);
+                    s.conn.close(CloseCode::Policy, "token expired");
+                } else {
+                    // Refreshed: wait for the new expiry.
+                    let (id, at) = (s.id, self.now + (s.token_expires_ms - now_wall));
+                    self.arm(at, t.key, id, TimerKind::TokenExpiry);
                 }
             }
             TimerKind::Housekeeping | TimerKind::AcceptRetry => {}

@@ -68,6 +68,8 @@ pub struct Worker {
     ws_config: WebSocketConfig,
     /// The configuration in force, re-read when the shared generation changes (SIGHUP).
     cfg: Arc<Config>,
+    /// Subscriber token checks, when authentication is on (rebuilt with the config).
+    auth: Option<crate::auth::Authenticator>,
     cfg_generation: u64,
     scratch: Vec<u8>,
     next_conn: u64,
@@ -97,6 +99,9 @@ impl Worker {
         let cfg = shared.config();
         let cfg_generation = shared.config_generation();
         let ws_config = ws_config(&cfg);
+        let auth = crate::auth::Authenticator::from_config(&cfg.auth)
+            .ok()
+            .flatten();
         Ok(Worker {
             index,
             poll,
@@ -111,6 +116,7 @@ impl Worker {
             shared,
             ws_config,
             cfg,
+            auth,
             cfg_generation,
             scratch: vec![0; SCRATCH_BYTES],
             next_conn: 0,
@@ -129,6 +135,10 @@ impl Worker {
             self.cfg_generation = generation;
             self.cfg = self.shared.config();
             self.ws_config = ws_config(&self.cfg);
+            // A reload validated the config, so the authenticator builds; keep the old one if not.
+            if let Ok(auth) = crate::auth::Authenticator::from_config(&self.cfg.auth) {
+                self.auth = auth;
+            }
         }
     }
 
@@ -218,6 +228,8 @@ impl Worker {
         let (next_conn, timers) = (&mut self.next_conn, &mut self.timers);
         let who = format!("worker {index}");
         let sndbuf = self.cfg.server.send_buffer_bytes;
+        let (admission, limits) = (&self.shared.admission, &self.cfg.limits);
+        let wall_ms = crate::shared::now_ms();
         let (n, err) = listener::accept_into(
             listener,
             self.poll.registry(),
@@ -238,7 +250,12 @@ impl Worker {
                     },
                 );
                 debug!("conn {id} accepted from {peer} on worker {index}");
-                Session::new(Conn::new(sock, peer), id, burst, now)
+                let mut s = Session::new(Conn::new(sock, peer), id, burst, now);
+                s.refused = admission
+                    .socket_opened(peer.ip(), wall_ms, limits)
+                    .err()
+                    .map(|r| r.0);
+                s
             },
         );
         self.stats.connections_accepted.add(n as u64);
@@ -276,6 +293,7 @@ impl Worker {
                     }
                     let _ = reply.send(self.flush_dirty());
                 }
+                Ok(WorkerMsg::Replace { conn }) => self.replace(conn),
                 Ok(WorkerMsg::Stall(d)) => {
                     warn!(
                         "worker {}: stalling for {d:?} (fault injection)",
@@ -402,6 +420,14 @@ impl Worker {
             return;
         }
         let mut s = self.sessions.remove(key);
+        self.shared.admission.socket_closed(s.conn.peer.ip());
+        if let Some(user) = &s.user {
+            let me = crate::admission::UserConn {
+                worker: self.index,
+                conn: s.id,
+            };
+            self.shared.admission.unregister_user(user, me);
+        }
         let unwritten = s.conn.out_mut().clear();
         s.dropped_on_close += unwritten.frames as u64;
         self.stats.dropped_on_close.add(unwritten.frames as u64);

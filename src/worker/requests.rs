@@ -9,6 +9,9 @@ use serde_json::value::RawValue;
 use tungstenite::Message;
 
 use super::Worker;
+use crate::admission::UserConn;
+use crate::auth::{self, channels};
+use crate::bus::WorkerMsg;
 use crate::net::http::{self, RequestHead};
 use crate::protocol::client::{self, ClientRequest, ParseLimits, RequestError, UnsubscribeTarget};
 use crate::protocol::{outbound, CloseCode, ErrorCode};
@@ -16,43 +19,118 @@ use crate::routing::index::{filter_id, SubscribeError};
 use crate::shared::now_ms;
 
 impl Worker {
-    /// Routes a request head on the public listener: `/ws` upgrades, `/health`, else 404.
+    /// Routes a request head on the public listener: `/ws` upgrades (after the per-IP,
+    /// origin, token, capacity and per-user checks), `/health`, else 404.
     pub(super) fn route_http(&mut self, key: usize, head: RequestHead) {
-        let config = &self.cfg;
-        let response = match head.path.as_str() {
-            "/ws" => match http::check_upgrade(&head) {
-                Ok(ws_key) => {
-                    let open: u64 = self
-                        .shared
-                        .stats
-                        .workers
-                        .iter()
-                        .map(|w| w.websockets_active.get())
-                        .sum();
-                    if open as usize >= config.limits.max_connections {
-                        Some(http::error_response(503, "over capacity, try again later"))
-                    } else {
-                        let ws_key = ws_key.to_string();
-                        let s = &mut self.sessions[key];
-                        s.conn.upgrade(&head, &ws_key, self.ws_config);
-                        s.upgraded = true;
-                        self.stats.handshakes.inc();
-                        self.stats.websockets_active.inc();
-                        debug!("conn {} upgraded", s.id);
-                        self.on_upgraded(key);
-                        None
-                    }
+        let response = if let Some(why) = self.sessions[key].refused.clone() {
+            self.stats.refused_per_ip.inc();
+            debug!("conn {} refused: {why}", self.sessions[key].id);
+            Some(http::error_response(429, &why))
+        } else {
+            match head.path.as_str() {
+                "/ws" => self.admit_upgrade(key, &head).err(),
+                "/health" if head.method == "GET" => {
+                    Some(crate::admin::health_response(&self.shared))
                 }
-                Err((status, message)) => Some(http::error_response(status, message)),
-            },
-            "/health" if head.method == "GET" => Some(crate::admin::health_response(&self.shared)),
-            "/health" => Some(http::error_response(405, "method not allowed")),
-            _ => Some(http::error_response(404, "not found")),
+                "/health" => Some(http::error_response(405, "method not allowed")),
+                _ => Some(http::error_response(404, "not found")),
+            }
         };
         if let Some(r) = response {
             self.stats.http_requests.inc();
             self.sessions[key].conn.respond(r);
         }
+    }
+
+    /// Checks an upgrade request and upgrades, or returns the HTTP refusal. Order: a valid
+    /// upgrade (400/405/426), the origin (403), the token (401), capacity (503), the user's
+    /// connection limit (429, or the older connection is replaced with 4002).
+    fn admit_upgrade(&mut self, key: usize, head: &RequestHead) -> Result<(), Bytes> {
+        let ws_key =
+            http::check_upgrade(head).map_err(|(status, msg)| http::error_response(status, msg))?;
+        let cfg = self.cfg.clone();
+        let id = self.sessions[key].id;
+        if !auth::origin_allowed(&cfg.auth, head) {
+            self.stats.refused_origin.inc();
+            debug!("conn {id} refused: origin {:?} not allowed", head.origin);
+            return Err(http::error_response(403, "origin not allowed"));
+        }
+        let identity = match &self.auth {
+            None => None,
+            Some(a) => match auth::token_of(head)
+                .ok_or_else(|| "missing token".to_string())
+                .and_then(|t| a.check(&t).map_err(|e| e.0))
+            {
+                Ok(identity) => Some(identity),
+                Err(why) => {
+                    self.stats.refused_unauthorized.inc();
+                    debug!("conn {id} refused: {why}");
+                    let body = format!("{why}\n");
+                    return Err(http::response(
+                        401,
+                        "text/plain; charset=utf-8",
+                        body.as_bytes(),
+                        &[("WWW-Authenticate", "Bearer")],
+                    ));
+                }
+            },
+        };
+        let open: u64 = self
+            .shared
+            .stats
+            .workers
+            .iter()
+            .map(|w| w.websockets_active.get())
+            .sum();
+        if open as usize >= cfg.limits.max_connections {
+            self.stats.refused_capacity.inc();
+            return Err(http::error_response(503, "over capacity, try again later"));
+        }
+        let mut replaced = Vec::new();
+        if let Some(identity) = &identity {
+            let me = UserConn {
+                worker: self.index,
+                conn: id,
+            };
+            match self.shared.admission.register_user(
+                &identity.user,
+                me,
+                cfg.limits.connections_per_user,
+            ) {
+                Ok(old) => replaced = old,
+                Err(why) => {
+                    self.stats.refused_per_user.inc();
+                    debug!("conn {id} refused: {}", why.0);
+                    return Err(http::error_response(429, &why.0));
+                }
+            }
+        }
+        let s = &mut self.sessions[key];
+        s.conn.upgrade(head, ws_key, self.ws_config);
+        s.upgraded = true;
+        if let Some(identity) = identity {
+            debug!("conn {id} upgraded for user {}", identity.user);
+            s.user = Some(identity.user);
+            s.token_expires_ms = identity.expires_ms;
+            s.channels = identity.channels;
+        } else {
+            debug!("conn {id} upgraded");
+        }
+        self.stats.handshakes.inc();
+        self.stats.websockets_active.inc();
+        self.on_upgraded(key);
+        self.arm_token_expiry(key);
+        // The new connection is registered: now close the ones it replaces (outside the lock).
+        for old in replaced {
+            if old.worker == self.index {
+                self.replace(old.conn);
+            } else if let Some(link) = self.shared.link(old.worker) {
+                if link.try_send(WorkerMsg::Replace { conn: old.conn }) {
+                    link.wake_now();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Handles one WebSocket message from a subscriber.
@@ -128,6 +206,13 @@ impl Worker {
         let s = &mut self.sessions[key];
         let reply: Bytes = match req {
             ClientRequest::Subscribe { id, filter } => {
+                if let Some(patterns) = &s.channels {
+                    if !channels::filter_allowed(&filter, patterns) {
+                        self.stats.forbidden_subscriptions.inc();
+                        let msg = "not entitled to every stream of this filter (token channels)";
+                        return self.send_error(key, id.as_deref(), ErrorCode::Forbidden, msg);
+                    }
+                }
                 match s
                     .subs
                     .subscribe(&mut self.streams, key, filter.clone(), max_filters)
@@ -175,12 +260,40 @@ impl Worker {
             ClientRequest::GetStats { id } => {
                 outbound::stats(id.as_deref(), &s.stats_reply(self.index))
             }
+            ClientRequest::Refresh { id, token } => {
+                return self.refresh(key, id.as_deref(), &token)
+            }
             ClientRequest::Publish { id } => {
                 let msg = "publishing is only allowed on the ingest listener (/publish)";
                 return self.send_error(key, id.as_deref(), ErrorCode::Forbidden, msg);
             }
         };
         s.conn.send(reply);
+    }
+
+    /// `refresh`: a new token for the same user extends the connection's life (and replaces
+    /// its channels); a bad one gets FORBIDDEN and changes nothing.
+    fn refresh(&mut self, key: usize, id: Option<&RawValue>, token: &str) {
+        let Some(a) = &self.auth else {
+            let msg = "authentication is off: there is nothing to refresh";
+            return self.send_error(key, id, ErrorCode::InvalidMessage, msg);
+        };
+        let s = &mut self.sessions[key];
+        match a.check(token) {
+            Ok(identity) if Some(&identity.user) == s.user.as_ref() => {
+                s.token_expires_ms = identity.expires_ms;
+                s.channels = identity.channels;
+                s.conn.send(outbound::refreshed(id, identity.expires_ms));
+                self.arm_token_expiry(key);
+            }
+            Ok(_) => self.send_error(
+                key,
+                id,
+                ErrorCode::Forbidden,
+                "the token is for another user",
+            ),
+            Err(e) => self.send_error(key, id, ErrorCode::Forbidden, &e.0),
+        }
     }
 
     /// Sends an `error` reply and counts it.

@@ -83,6 +83,14 @@ pub struct Session {
     pub batch_deadline: u64,
     /// How it ended (first cause wins).
     pub close: Option<CloseInfo>,
+    /// Why it was refused at accept (per-IP limits); answered 429 when its request arrives.
+    pub refused: Option<String>,
+    /// The authenticated user (`sub`), when authentication is on.
+    pub user: Option<String>,
+    /// When its token expires, ms since the epoch (0: no token).
+    pub token_expires_ms: u64,
+    /// What its token allows it to subscribe to (`None`: everything).
+    pub channels: Option<Vec<crate::auth::channels::ChannelPattern>>,
     /// Worker clock (ms) since when its queue is above the soft limit.
     pub over_soft_since: Option<u64>,
     /// Data messages dropped by the drop policy and not yet reported, by stream.
@@ -127,6 +135,10 @@ impl Session {
             batch_bytes: 0,
             batch_deadline: 0,
             close: None,
+            refused: None,
+            user: None,
+            token_expires_ms: 0,
+            channels: None,
             over_soft_since: None,
             missed: Vec::new(),
             data_written: 0,

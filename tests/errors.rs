@@ -167,6 +167,28 @@ fn hostile_frames_get_rfc6455_close_codes() {
     let mut s = raw_ws(addr);
     s.write_all(&[0xC1, 0x80, 0, 0, 0, 0]).unwrap();
     assert_eq!(read_close_code(&mut s), 1002);
+    // A control frame over 125 bytes (a ping with a 16-bit length): 1002.
+    let mut s = raw_ws(addr);
+    let mut big_ping = vec![0x89, 0x80 | 126, 0, 200, 0, 0, 0, 0];
+    big_ping.extend(std::iter::repeat_n(0u8, 200));
+    s.write_all(&big_ping).unwrap();
+    assert_eq!(read_close_code(&mut s), 1002);
+    // A fragmented control frame (ping without FIN): 1002.
+    let mut s = raw_ws(addr);
+    s.write_all(&[0x09, 0x80, 0, 0, 0, 0]).unwrap();
+    assert_eq!(read_close_code(&mut s), 1002);
+    // Unknown opcodes (data 0x3, control 0xB): 1002.
+    for op in [0x83u8, 0x8B] {
+        let mut s = raw_ws(addr);
+        s.write_all(&[op, 0x80, 0, 0, 0, 0]).unwrap();
+        assert_eq!(read_close_code(&mut s), 1002);
+    }
+    // A continuation frame with nothing to continue: 1002.
+    let mut s = raw_ws(addr);
+    s.write_all(&[0x80, 0x80, 0, 0, 0, 0]).unwrap();
+    assert_eq!(read_close_code(&mut s), 1002);
+    // Every one was counted as a protocol close.
+    common::wait_until("counted", || server.stats().closed.protocol == 8);
     // The server still serves new connections.
     let mut ok = Client::subscriber(&server);
     ok.sync();

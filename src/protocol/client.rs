@@ -83,6 +83,9 @@ impl RequestError {
     }
 }
 
+/// Longest string `id` echoed back (JSON text, quotes included).
+const MAX_ID_BYTES: usize = 130;
+
 /// Limits the parser enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct ParseLimits {
@@ -122,13 +125,17 @@ pub fn parse_client(text: &str, limits: ParseLimits) -> Result<ClientRequest, Re
         None => None,
         Some(v) => {
             let t = v.get().as_bytes().first().copied().unwrap_or(b' ');
-            if t == b'"' || t == b'-' || t.is_ascii_digit() {
+            let text_ok = t == b'"' && v.get().len() <= MAX_ID_BYTES;
+            // A number must also be one every JSON parser reads back (not 1e400).
+            let number_ok = (t == b'-' || t.is_ascii_digit())
+                && serde_json::from_str::<f64>(v.get()).is_ok_and(f64::is_finite);
+            if text_ok || number_ok {
                 Some(v.to_owned())
             } else {
                 return Err(RequestError::new(
                     None,
                     ErrorCode::InvalidMessage,
-                    "id must be a number or a string",
+                    "id must be a finite number or a string of at most 128 bytes",
                 ));
             }
         }
@@ -295,6 +302,12 @@ mod tests {
             err(r#"{"type":"ping","id":{"a":1}}"#).0,
             ErrorCode::InvalidMessage
         );
+        assert_eq!(
+            err(r#"{"type":"ping","id":1e400}"#).0,
+            ErrorCode::InvalidMessage
+        );
+        let long_id = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(200));
+        assert_eq!(err(&long_id).0, ErrorCode::InvalidMessage);
     }
 
     #[test]

@@ -17,8 +17,11 @@ use tickfan::{supervisor, ConfigBuilder, ServerHandle};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "tickfan", version, about, long_about, after_help = AFTER_HELP)]
 struct Cli {
+    /// A tool instead of the server.
+    #[command(subcommand)]
+    command: Option<Tool>,
     /// TOML configuration file (every key has a default; see docs/configuration.md).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Public listener address for /ws and /health (`off` to disable) [server.listen].
     #[arg(long, value_name = "ADDR")]
@@ -43,8 +46,60 @@ struct Cli {
     log_file: Option<PathBuf>,
     /// Override any config key by its dotted name, e.g. `--set limits.max_connections=100`.
     /// Repeatable; applied after the file and the flags above.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
     set: Vec<String>,
+}
+
+/// Tools shipped with the server.
+#[derive(Debug, Clone, clap::Subcommand)]
+enum Tool {
+    /// Mint a subscriber token (HS256, signed with auth.jwt_secret) for testing and for
+    /// operators: prints the JWT on stdout.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime in seconds (`exp` = now + ttl).
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// A channel pattern `exchange/symbol/dataType` (`*` for any part); repeatable. Without
+        /// any, the token allows every stream.
+        #[arg(long = "channel", value_name = "PATTERN")]
+        channels: Vec<String>,
+        /// Audience (`aud`); default auth.jwt_audience.
+        #[arg(long)]
+        audience: Option<String>,
+    },
+}
+
+/// `tickfan token`: signs a token with the configured secret.
+fn mint_token(config: &tickfan::Config, tool: &Tool) -> anyhow::Result<String> {
+    let Tool::Token {
+        sub,
+        ttl,
+        channels,
+        audience,
+    } = tool;
+    let secret = &config.auth.jwt_secret;
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "auth.jwt_secret is not set (config file, or --set auth.jwt_secret=...)"
+    );
+    for c in channels {
+        tickfan::auth::channels::ChannelPattern::parse(c).map_err(anyhow::Error::msg)?;
+    }
+    let aud = audience.clone().or_else(|| {
+        (!config.auth.jwt_audience.is_empty()).then(|| config.auth.jwt_audience.clone())
+    });
+    let iss = (!config.auth.jwt_issuer.is_empty()).then(|| config.auth.jwt_issuer.clone());
+    let claims = tickfan::auth::Claims {
+        sub: sub.clone(),
+        exp: tickfan::shared::now_ms() / 1000 + ttl,
+        aud,
+        iss,
+        channels: (!channels.is_empty()).then(|| channels.clone()),
+    };
+    tickfan::auth::mint_hs256(secret, &claims).map_err(|e| anyhow::anyhow!(e.0))
 }
 
 const AFTER_HELP: &str = "Examples:
@@ -98,6 +153,16 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    if let Some(tool) = &cli.command {
+        match mint_token(&config, tool) {
+            Ok(token) => println!("{token}"),
+            Err(e) => {
+                eprintln!("tickfan token: {e:#}");
+                std::process::exit(2);
+            }
+        }
+        return Ok(());
+    }
     let log_file = config.log.file.as_ref().map(PathBuf::from);
     let log = tickfan::logging::init(config.log_level()?, log_file.as_deref())
         .context("cannot start logging")?;

@@ -157,3 +157,50 @@ fn second_signal_exits_at_once() {
         .expect("exited at once");
     assert_eq!(status.code(), Some(128 + 2), "{:#?}", run.seen);
 }
+
+#[test]
+fn token_subcommand_mints_a_token_the_server_accepts() {
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "--sub",
+            "alice",
+            "--ttl",
+            "60",
+            "--channel",
+            "binance/*/trade",
+        ])
+        .args([
+            "--set",
+            "auth.jwt_secret=\"s3\"",
+            "--set",
+            "auth.jwt_audience=\"tickfan\"",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let auth = tickfan::config::AuthConfig {
+        jwt_secret: "s3".into(),
+        jwt_audience: "tickfan".into(),
+        ..Default::default()
+    };
+    let id = tickfan::auth::Authenticator::from_config(&auth)
+        .unwrap()
+        .unwrap()
+        .check(&token)
+        .unwrap();
+    assert_eq!(id.user, "alice");
+    assert_eq!(id.channels.map(|c| c.len()), Some(1));
+    // Without a secret: a clear error, exit 2.
+    let out = Command::new(BIN)
+        .args(["token", "--sub", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.jwt_secret"));
+}

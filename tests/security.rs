@@ -370,3 +370,43 @@ fn an_abusive_client_does_not_starve_well_behaved_ones() {
         0
     );
 }
+
+#[test]
+fn rs256_and_es256_tokens_with_a_public_key() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    for (alg, name) in [
+        (jsonwebtoken::Algorithm::ES256, "es256"),
+        (jsonwebtoken::Algorithm::RS256, "rs256"),
+    ] {
+        let public = format!("{dir}/tests/fixtures/{name}-public.pem");
+        let private = std::fs::read(format!("{dir}/tests/fixtures/{name}-private.pem")).unwrap();
+        let alg_name = if name == "es256" { "ES256" } else { "RS256" };
+        let server = start(&[
+            &format!("auth.jwt_public_key_file=\"{public}\""),
+            &format!("auth.jwt_algorithm=\"{alg_name}\""),
+        ]);
+        let key = match alg {
+            jsonwebtoken::Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(&private),
+            _ => jsonwebtoken::EncodingKey::from_rsa_pem(&private),
+        }
+        .unwrap();
+        let claims = Claims {
+            sub: "gina".into(),
+            exp: tickfan::shared::now_ms() / 1000 + 60,
+            aud: None,
+            iss: None,
+            channels: None,
+        };
+        let good = jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap();
+        let addr = server.public_addr().unwrap();
+        try_connect(addr, &format!("/ws?token={good}"), &[])
+            .expect(alg_name)
+            .sync();
+        // An HS256 token (signed with anything) is not accepted by a public-key server.
+        let hs = mint_hs256("whatever", &claims).unwrap();
+        assert_eq!(
+            try_connect(addr, &format!("/ws?token={hs}"), &[]).err(),
+            Some(401)
+        );
+    }
+}

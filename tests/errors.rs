@@ -193,3 +193,30 @@ fn hostile_frames_get_rfc6455_close_codes() {
     let mut ok = Client::subscriber(&server);
     ok.sync();
 }
+
+#[test]
+fn rate_and_filter_limits_recover() {
+    let server = start(&[
+        "limits.messages_per_sec=20",
+        "limits.message_burst=2",
+        "limits.max_filters_per_connection=1",
+    ]);
+    let mut c = Client::subscriber(&server);
+    c.send(&json!({"type":"ping","id":1}));
+    c.send(&json!({"type":"ping","id":2}));
+    c.send(&json!({"type":"ping","id":3}));
+    assert_eq!(c.recv()["id"], 1);
+    assert_eq!(c.recv()["id"], 2);
+    expect_error(&mut c, "RATE_LIMITED");
+    // The bucket refills at 20/s: 100 ms later a message is accepted again.
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let f = c.subscribe(4, &["a"], &[], &[]);
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    c.send(&json!({"type":"subscribe","id":5,"exchange":["b"]}));
+    expect_error(&mut c, "TOO_MANY_SUBSCRIPTIONS");
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    c.send(&json!({"type":"unsubscribe","id":6,"filterId":f["filterId"]}));
+    assert_eq!(c.recv()["type"], "unsubscribed");
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    c.subscribe(7, &["b"], &[], &[]);
+}

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod feed;
 pub mod ingest;
+pub mod loadgen;
 pub mod logging;
 pub mod net;
 pub mod notify;

@@ -70,6 +70,95 @@ enum Tool {
         #[arg(long)]
         audience: Option<String>,
     },
+    /// Load-test a running gateway with a named scenario (light, moderate, heavy, broadcast,
+    /// connect) and report throughput, loss, latency and the server's CPU per delivery.
+    Bench {
+        /// The scenario.
+        #[arg(value_parser = ["light", "moderate", "heavy", "broadcast", "connect"])]
+        scenario: String,
+        /// The server's public listener (`/ws`).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        to: std::net::SocketAddr,
+        /// The server's ingest listener (`/publish`).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        publish_to: std::net::SocketAddr,
+        /// The server's pid, to read its CPU time and memory from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Seconds to publish (default 10).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Messages per second (default: the scenario's).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Subscribers (default: the scenario's).
+        #[arg(long)]
+        subscribers: Option<usize>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the baseline fan-out server that `bench` results are compared with.
+    BenchBaseline {
+        /// Public listener.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        public: std::net::SocketAddr,
+        /// Ingest listener.
+        #[arg(long, default_value = "127.0.0.1:8091")]
+        ingest: std::net::SocketAddr,
+    },
+}
+
+/// `tickfan bench` and `tickfan bench-baseline`.
+fn run_tool_bench(tool: &Tool) -> anyhow::Result<()> {
+    use tickfan::loadgen;
+    match tool {
+        Tool::BenchBaseline { public, ingest } => Ok(loadgen::baseline::serve(*public, *ingest)?),
+        Tool::Bench {
+            scenario,
+            to,
+            publish_to,
+            server_pid,
+            duration,
+            rate,
+            subscribers,
+            json,
+        } => {
+            let mut s = loadgen::Scenario::preset(scenario)
+                .ok_or_else(|| anyhow::anyhow!("unknown scenario {scenario}"))?;
+            if let Some(d) = duration {
+                s.duration = std::time::Duration::from_secs(*d);
+            }
+            if let Some(r) = rate {
+                s.rate = *r;
+            }
+            if let Some(n) = subscribers {
+                s.subscribers = *n;
+            }
+            let target = loadgen::Target {
+                public: *to,
+                ingest: *publish_to,
+                server_pid: *server_pid,
+            };
+            eprintln!(
+                "bench {}: {} subscribers, {} msg/s over {} streams ({:.0} deliveries/s asked), {} s",
+                s.name,
+                s.subscribers,
+                s.rate,
+                s.streams,
+                s.deliveries_per_sec(),
+                s.duration.as_secs()
+            );
+            let report = loadgen::run(&s, &target, !json)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", loadgen::table(&report));
+            }
+            Ok(())
+        }
+        Tool::Token { .. } => unreachable!("handled by mint_token"),
+    }
 }
 
 /// `tickfan token`: signs a token with the configured secret.
@@ -79,7 +168,10 @@ fn mint_token(config: &tickfan::Config, tool: &Tool) -> anyhow::Result<String> {
         ttl,
         channels,
         audience,
-    } = tool;
+    } = tool
+    else {
+        anyhow::bail!("not a token command");
+    };
     let secret = &config.auth.jwt_secret;
     anyhow::ensure!(
         !secret.is_empty(),
@@ -153,6 +245,13 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    if let Some(tool @ (Tool::Bench { .. } | Tool::BenchBaseline { .. })) = &cli.command {
+        if let Err(e) = run_tool_bench(tool) {
+            eprintln!("tickfan: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     if let Some(tool) = &cli.command {
         match mint_token(&config, tool) {
             Ok(token) => println!("{token}"),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mio::net::TcpListener;
-use mio::{Events, Poll, Token};
+use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::bus::{FlushReport, WorkerLink, WorkerMsg};
@@ -115,7 +115,7 @@ pub fn run(
     links: Vec<WorkerLink>,
 ) -> io::Result<()> {
     poll.registry()
-        .register(&mut listener, LISTENER, mio::Interest::READABLE)?;
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut conns: Slab<(Conn, SweepClock)> = Slab::new();
     let mut events = Events::with_capacity(64);
     let mut scratch = vec![0u8; 1024];
@@ -126,6 +126,7 @@ pub fn run(
             poll.registry(),
             conns,
             "admin",
+            Interest::READABLE | Interest::WRITABLE,
             |_, sock, peer| (Conn::new(sock, peer), SweepClock::new()),
         );
         if let Some(e) = err {

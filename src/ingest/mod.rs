@@ -43,7 +43,9 @@ struct Publisher {
 fn publisher_ws_config(cfg: &Config) -> WebSocketConfig {
     let max = cfg.limits.max_publish_bytes;
     WebSocketConfig::default()
-        .read_buffer_size(64 * 1024)
+        // tungstenite zeroes the free part of its read buffer before every read: keep it small
+        // (a larger frame still gets room for its whole length).
+        .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(usize::MAX)
         .max_message_size(Some(max))
@@ -213,6 +215,7 @@ impl IngestServer {
             self.poll.registry(),
             &mut self.publishers,
             "ingest",
+            Interest::READABLE | Interest::WRITABLE,
             |_, sock, peer| {
                 *next_id += 1;
                 debug!("publisher {} connected from {peer}", *next_id);

@@ -42,7 +42,7 @@ pub fn set_send_buffer(sock: &TcpStream, bytes: usize) {
 }
 
 /// Accepts every pending connection (edge-triggered: until `EAGAIN`), registers each for
-/// READABLE | WRITABLE under its slab key, and stores `make(key, stream, peer)` in `slab`.
+/// `interest` under its slab key, and stores `make(key, stream, peer)` in `slab`.
 /// Returns how many were accepted, and the accept error (such as `EMFILE`) that ended the
 /// round early, if one did: the rest then waits in the backlog.
 pub fn accept_into<T>(
@@ -50,6 +50,7 @@ pub fn accept_into<T>(
     registry: &Registry,
     slab: &mut Slab<T>,
     who: &str,
+    interest: Interest,
     mut make: impl FnMut(usize, TcpStream, SocketAddr) -> T,
 ) -> (usize, Option<io::Error>) {
     let mut accepted = 0;
@@ -59,7 +60,6 @@ pub fn accept_into<T>(
                 let _ = sock.set_nodelay(true);
                 let entry = slab.vacant_entry();
                 let key = entry.key();
-                let interest = Interest::READABLE | Interest::WRITABLE;
                 if let Err(e) = registry.register(&mut sock, Token(key), interest) {
                     log::warn!("{who}: cannot register a connection from {peer}: {e}");
                     continue;

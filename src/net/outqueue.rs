@@ -13,6 +13,9 @@ use bytes::Bytes;
 
 /// Most slices handed to one `writev`.
 const MAX_IOV: usize = 128;
+/// Slices of the small `writev` array (most turns queue a few frames per connection; building
+/// the full array each call costs more than the call's user-space work).
+const SMALL_IOV: usize = 8;
 /// A drained queue keeps at most this many slots of capacity.
 const KEEP_SLOTS: usize = 16;
 /// Tag of control frames (replies, pings, pongs, closes, handshake responses).
@@ -139,19 +142,19 @@ impl OutQueue {
     ) -> io::Result<WriteReport> {
         let mut report = WriteReport::default();
         while !self.frames.is_empty() {
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            for (i, (f, _, _)) in self.frames.iter().take(MAX_IOV).enumerate() {
-                let s = if i == 0 {
-                    &f[self.head_offset..]
-                } else {
-                    &f[..]
-                };
-                iov[n] = IoSlice::new(s);
-                n += 1;
-            }
             report.syscalls += 1;
-            match w.write_vectored(&iov[..n]) {
+            let result = if self.frames.len() == 1 {
+                w.write(&self.frames[0].0[self.head_offset..])
+            } else if self.frames.len() <= SMALL_IOV {
+                let mut iov = [IoSlice::new(&[]); SMALL_IOV];
+                let n = self.fill_iov(&mut iov);
+                w.write_vectored(&iov[..n])
+            } else {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let n = self.fill_iov(&mut iov);
+                w.write_vectored(&iov[..n])
+            };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
                     report.bytes += written;
@@ -167,6 +170,20 @@ impl OutQueue {
             self.frames = VecDeque::new();
         }
         Ok(report)
+    }
+
+    /// Points `iov` at the first frames (the first from its unwritten part); returns how many.
+    fn fill_iov<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (i, (f, _, _)) in self.frames.iter().take(iov.len()).enumerate() {
+            iov[i] = IoSlice::new(if i == 0 {
+                &f[self.head_offset..]
+            } else {
+                &f[..]
+            });
+            n += 1;
+        }
+        n
     }
 
     /// Drops `written` bytes from the front, counting completed frames into `report`.

@@ -191,7 +191,10 @@ impl Worker {
                         self.inbox.rearm();
                         backlog = self.drain_inbox();
                     }
-                    Token(k) => self.on_conn_event(k, ev.is_writable()),
+                    Token(k) => {
+                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        self.on_conn_event(k, readable, ev.is_writable())
+                    }
                 }
             }
             if backlog {
@@ -235,6 +238,9 @@ impl Worker {
             self.poll.registry(),
             &mut self.sessions,
             &who,
+            // WRITABLE only while output is pending (see flush_dirty): a write-ready event per
+            // write would cost an epoll wakeup per delivery.
+            Interest::READABLE,
             |key, sock, peer| {
                 listener::set_send_buffer(&sock, sndbuf);
                 *next_conn += 1;
@@ -307,9 +313,9 @@ impl Worker {
         true
     }
 
-    fn on_conn_event(&mut self, key: usize, writable: bool) {
+    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool) {
         let max_head = self.cfg.limits.max_request_head_bytes;
-        loop {
+        while readable {
             let Some(s) = self.sessions.get_mut(key) else {
                 return;
             };
@@ -371,6 +377,8 @@ impl Worker {
     fn flush_dirty(&mut self) -> FlushReport {
         let mut report = FlushReport::default();
         let mut dirty = std::mem::take(&mut self.dirty);
+        // One clock read for the whole pass: the latency of every frame written in it.
+        let now_ns = crate::clock::mono_ns();
         for &k in &dirty {
             let Some(s) = self.sessions.get_mut(k) else {
                 continue;
@@ -381,7 +389,6 @@ impl Worker {
             s.dirty = false;
             s.batch_count = 0;
             s.batch_bytes = 0;
-            let now_ns = crate::clock::mono_ns();
             let latency = &mut self.latency;
             match s
                 .conn
@@ -398,6 +405,19 @@ impl Worker {
                     self.stats.frames_written.add(r.frames as u64);
                     self.stats.bytes_written.add(r.bytes as u64);
                     self.stats.write_syscalls.add(r.syscalls as u64);
+                    // Ask for WRITABLE only while the socket holds back output.
+                    if r.drained == s.want_write {
+                        s.want_write = !r.drained;
+                        let interest = if r.drained {
+                            Interest::READABLE
+                        } else {
+                            Interest::READABLE | Interest::WRITABLE
+                        };
+                        let _ =
+                            self.poll
+                                .registry()
+                                .reregister(s.conn.socket(), Token(k), interest);
+                    }
                     self.after_write(k);
                     self.settle(k);
                 }

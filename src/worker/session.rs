@@ -65,6 +65,8 @@ pub struct Session {
     pub subs: Subscriptions,
     /// Whether it is in the worker's list of connections to flush this turn.
     pub dirty: bool,
+    /// Whether it is registered for WRITABLE (only while the socket holds back output).
+    pub want_write: bool,
     /// Inbound rate limit.
     pub bucket: TokenBucket,
     /// RATE_LIMITED replies since the last accepted message.
@@ -126,6 +128,7 @@ impl Session {
             upgraded: false,
             subs: Subscriptions::default(),
             dirty: false,
+            want_write: false,
             bucket: TokenBucket::new(burst),
             strikes: 0,
             last_rx_ms: now,

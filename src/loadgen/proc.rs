@@ -1,0 +1,54 @@
+//! Reading another process's CPU time and resident memory from /proc (the server under test).
+
+/// Clock ticks per second of /proc/PID/stat times (USER_HZ: 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU seconds used so far, user and system apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    /// User-space seconds.
+    pub user: f64,
+    /// Kernel seconds.
+    pub system: f64,
+}
+
+/// CPU times of process `pid` (all its threads).
+pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the state field.
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some(CpuTimes {
+        user: user / TICKS_PER_SEC,
+        system: system / TICKS_PER_SEC,
+    })
+}
+
+/// Resident memory of process `pid` in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_this_process() {
+        let pid = std::process::id();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        let t = super::cpu_times(pid).unwrap();
+        assert!(t.user + t.system > 0.0);
+        assert!(super::rss_bytes(pid).unwrap() > 100_000);
+    }
+}

@@ -215,11 +215,11 @@ fn process(sub: &mut Sub, tally: &mut Tally) {
                     }
                 }
             }
-            0x1 if payload.starts_with(b"{\"type\":\"subscribed\"") => {
-                if sub.phase == Phase::Subscribing {
-                    sub.phase = Phase::Ready;
-                    tally.ready += 1;
-                }
+            0x1 if sub.phase == Phase::Subscribing
+                && payload.starts_with(b"{\"type\":\"subscribed\"") =>
+            {
+                sub.phase = Phase::Ready;
+                tally.ready += 1;
             }
             0x9 => {
                 let pong = wire::client_frame(0x8A, payload);

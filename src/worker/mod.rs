@@ -314,8 +314,19 @@ impl Worker {
     }
 
     fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool) {
+        if readable {
+            self.read_all(key);
+        }
+        if writable {
+            self.mark_dirty(key);
+        }
+        self.settle(key);
+    }
+
+    /// Reads and handles everything the socket has (edge-triggered: until it would block).
+    fn read_all(&mut self, key: usize) {
         let max_head = self.cfg.limits.max_request_head_bytes;
-        while readable {
+        loop {
             let Some(s) = self.sessions.get_mut(key) else {
                 return;
             };
@@ -324,13 +335,13 @@ impl Worker {
                 s.last_rx_ms = self.now;
             }
             match event {
-                ReadEvent::WouldBlock => break,
+                ReadEvent::WouldBlock => return,
                 ReadEvent::Closed => {
                     if s.upgraded && !s.conn.is_closing() && s.close.is_none() {
                         s.note_close(1006, "connection lost without a close frame", true);
                         self.stats.closed_io_error.inc();
                     }
-                    break;
+                    return;
                 }
                 ReadEvent::Head(head) => self.route_http(key, head),
                 ReadEvent::Rejected(_) => self.stats.http_requests.inc(),
@@ -338,10 +349,6 @@ impl Worker {
                 ReadEvent::Failed(code, reason) => self.fail(key, code, &reason),
             }
         }
-        if writable {
-            self.mark_dirty(key);
-        }
-        self.settle(key);
     }
 
     fn mark_dirty(&mut self, key: usize) {

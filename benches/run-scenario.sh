@@ -18,7 +18,7 @@ echo "== tickfan ($workers worker(s) on cpu $cpus)"
 taskset -c "$cpus" "$bin" --feed none --workers "$workers" --log-level warn \
   --listen 127.0.0.1:18080 --ingest 127.0.0.1:18081 --admin 127.0.0.1:18082 \
   --set limits.max_connections_per_ip=0 --set limits.new_connections_per_ip_per_min=0 \
-  --set server.listen_backlog=4096 &
+  --set server.listen_backlog=4096 ${SERVER_ARGS:-} &
 pid=$!
 sleep 0.5
 taskset -c 1 "$bin" bench "$scenario" --to 127.0.0.1:18080 --publish-to 127.0.0.1:18081 --server-pid "$pid" "$@"

@@ -94,6 +94,9 @@ enum Tool {
         /// Subscribers (default: the scenario's).
         #[arg(long)]
         subscribers: Option<usize>,
+        /// Connections in their handshake at once (default 100).
+        #[arg(long)]
+        concurrency: Option<usize>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -122,6 +125,7 @@ fn run_tool_bench(tool: &Tool) -> anyhow::Result<()> {
             duration,
             rate,
             subscribers,
+            concurrency,
             json,
         } => {
             let mut s = loadgen::Scenario::preset(scenario)
@@ -134,6 +138,9 @@ fn run_tool_bench(tool: &Tool) -> anyhow::Result<()> {
             }
             if let Some(n) = subscribers {
                 s.subscribers = *n;
+            }
+            if let Some(c) = concurrency {
+                s.concurrency = (*c).max(1);
             }
             let target = loadgen::Target {
                 public: *to,

@@ -47,8 +47,9 @@ impl<T> TimerWheel<T> {
         self.len += 1;
     }
 
-    /// Moves every item due at `now_ms` into `out` (in slot order; ties in insertion order).
-    pub fn expire(&mut self, now_ms: u64, out: &mut Vec<T>) {
+    /// Moves every item due at `now_ms` into `out` with its deadline (in slot order; ties in
+    /// insertion order).
+    pub fn expire(&mut self, now_ms: u64, out: &mut Vec<(u64, T)>) {
         let now_tick = now_ms / TICK_MS;
         if now_tick < self.next_tick {
             return;
@@ -63,7 +64,7 @@ impl<T> TimerWheel<T> {
             let mut i = 0;
             while i < slot.len() {
                 if slot[i].0 <= now_ms {
-                    out.push(slot.remove(i).1);
+                    out.push(slot.remove(i));
                     self.len -= 1;
                 } else {
                     i += 1;
@@ -104,7 +105,7 @@ mod tests {
     fn expire_at<T>(w: &mut TimerWheel<T>, now: u64) -> Vec<T> {
         let mut out = Vec::new();
         w.expire(now, &mut out);
-        out
+        out.into_iter().map(|(_, t)| t).collect()
     }
 
     #[test]

@@ -438,7 +438,7 @@ impl Default for LimitsConfig {
             messages_per_sec: 10,
             message_burst: 20,
             rate_limit_strikes: 20,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 128,
             max_lifetime_ms: 0,
             connections_per_user: PerUser::Unlimited,
             max_connections_per_ip: 1_000,
@@ -576,10 +576,10 @@ impl Config {
                 "at least 512",
             ));
         }
-        if !(256..=1 << 20).contains(&self.limits.read_buffer_bytes) {
+        if !(64..=1 << 20).contains(&self.limits.read_buffer_bytes) {
             return Err(ConfigError::key(
                 "limits.read_buffer_bytes",
-                "between 256 and 1048576",
+                "between 64 and 1048576",
             ));
         }
         if self.feed.source == Some(FeedKind::Synthetic) {

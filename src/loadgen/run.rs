@@ -17,8 +17,8 @@ use super::proc::{cpu_times, rss_bytes, CpuTimes};
 use super::scenario::Scenario;
 use super::wire;
 
-/// Most connections in the middle of their handshake at once.
-const MAX_CONNECTING: usize = 512;
+/// Default for [`Scenario::concurrency`]-less runs: connections in their handshake at once.
+pub const DEFAULT_CONCURRENCY: usize = 100;
 /// How long to wait for late messages after publishing stops.
 const DRAIN: Duration = Duration::from_secs(3);
 
@@ -256,8 +256,8 @@ pub fn run(scenario: &Scenario, target: &Target, progress: bool) -> io::Result<R
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut done_connecting = 0;
     while done_connecting < scenario.subscribers && Instant::now() < deadline {
-        while in_flight < MAX_CONNECTING && next < scenario.subscribers {
-            let mut sock = TcpStream::connect(target.public)?;
+        while in_flight < scenario.concurrency && next < scenario.subscribers {
+            let mut sock = connect_from(next, target.public)?;
             poll.registry().register(
                 &mut sock,
                 Token(next),
@@ -384,6 +384,30 @@ pub fn run(scenario: &Scenario, target: &Target, progress: bool) -> io::Result<R
     report.total_us_per_delivery = (cpu.user + cpu.system) * 1e6 / delivered.max(1) as f64;
     report.server_rss_bytes = target.server_pid.and_then(rss_bytes).unwrap_or(0);
     Ok(report)
+}
+
+/// Source addresses spread over on loopback, so that many runs in a row do not run out of
+/// ephemeral ports (each closed connection holds its port in TIME_WAIT for a minute).
+const LOOPBACK_SOURCES: u8 = 32;
+
+/// Starts a non-blocking connect for connection `i`; on loopback, from 127.0.0.(2 + i % 32).
+fn connect_from(i: usize, to: SocketAddr) -> io::Result<TcpStream> {
+    let SocketAddr::V4(v4) = to else {
+        return TcpStream::connect(to);
+    };
+    if !v4.ip().is_loopback() {
+        return TcpStream::connect(to);
+    }
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % LOOPBACK_SOURCES as usize) as u8);
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&to.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(115) || e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
 }
 
 /// Opens the publisher connection (blocking: the load tool writes whole batches).

@@ -21,6 +21,8 @@ pub struct Scenario {
     pub duration: Duration,
     /// Only open and hold connections (no subscriptions, no publishing).
     pub connect_only: bool,
+    /// Connections in their handshake at once (like that many clients connecting in a loop).
+    pub concurrency: usize,
 }
 
 impl Scenario {
@@ -35,6 +37,7 @@ impl Scenario {
             payload_bytes: 100,
             duration: Duration::from_secs(10),
             connect_only: false,
+            concurrency: super::run::DEFAULT_CONCURRENCY,
         };
         Some(match name {
             "light" => base(1_000, 100, 10, 200),

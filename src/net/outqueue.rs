@@ -212,6 +212,13 @@ impl OutQueue {
         }
     }
 
+    /// Frees the slot array of an empty queue (idle connections then cost no queue memory).
+    pub fn shrink_if_idle(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = VecDeque::new();
+        }
+    }
+
     /// Drops everything pending; returns the data frames and bytes dropped.
     pub fn clear(&mut self) -> Removed {
         let removed = Removed {

@@ -153,13 +153,8 @@ impl Worker {
                         s.batch_bytes += msg.frame.len();
                         if s.batch_count == 1 {
                             s.batch_deadline = self.now + batch.window_ms;
-                            let t = Timer {
-                                key: k,
-                                conn: s.id,
-                                kind: TimerKind::Batch,
-                                at: s.batch_deadline,
-                            };
-                            self.timers.insert(t.at, t);
+                            let t = Timer::new(k, s.id, TimerKind::Batch);
+                            self.timers.insert(s.batch_deadline, t);
                         }
                         gap > 0
                             || s.batch_count >= batch.max_messages
@@ -201,15 +196,8 @@ impl Worker {
     /// Arms the first housekeeping tick.
     pub(super) fn start_housekeeping(&mut self) {
         let at = self.now + HOUSEKEEPING_MS;
-        self.timers.insert(
-            at,
-            Timer {
-                key: WORKER_KEY,
-                conn: 0,
-                kind: TimerKind::Housekeeping,
-                at,
-            },
-        );
+        self.timers
+            .insert(at, Timer::new(WORKER_KEY, 0, TimerKind::Housekeeping));
     }
 
     /// Every [`HOUSEKEEPING_MS`]: queue gauges, and the memory guard, which closes the
@@ -217,6 +205,10 @@ impl Worker {
     /// the process is over `backpressure.memory_limit_bytes`.
     pub(super) fn housekeeping(&mut self) {
         self.latency.publish(&self.stats.latency);
+        // Idle connections give their queue's slot array back.
+        for (_, s) in self.sessions.iter_mut() {
+            s.conn.out_mut().shrink_if_idle();
+        }
         let total: usize = self
             .sessions
             .iter()

@@ -33,17 +33,35 @@ pub enum TimerKind {
 }
 
 /// A timer entry: which session (slab key + connection id, so a reused key is not confused)
-/// and what for.
+/// and what for. 16 bytes: every connection has one or two of these pending.
 #[derive(Debug, Clone, Copy)]
 pub struct Timer {
-    /// Slab key.
-    pub key: usize,
     /// Connection id at arming time.
     pub conn: u64,
+    /// Slab key (`u32::MAX` for worker-level timers).
+    key: u32,
     /// Purpose.
     pub kind: TimerKind,
-    /// Deadline on the worker clock (ms).
-    pub at: u64,
+}
+
+impl Timer {
+    /// A timer for slab key `key` (connection `conn`).
+    pub fn new(key: usize, conn: u64, kind: TimerKind) -> Timer {
+        Timer {
+            conn,
+            key: u32::try_from(key).unwrap_or(u32::MAX),
+            kind,
+        }
+    }
+
+    /// The slab key.
+    pub fn key(&self) -> usize {
+        if self.key == u32::MAX {
+            usize::MAX
+        } else {
+            self.key as usize
+        }
+    }
 }
 
 /// A pseudo-random jitter in [0, max) from a connection id (splitmix64), so lifetimes spread.
@@ -60,15 +78,7 @@ fn jitter(id: u64, max: u64) -> u64 {
 impl Worker {
     /// Adds a timer for session `key` (connection `conn`).
     pub(super) fn arm(&mut self, at: u64, key: usize, conn: u64, kind: TimerKind) {
-        self.timers.insert(
-            at,
-            Timer {
-                key,
-                conn,
-                kind,
-                at,
-            },
-        );
+        self.timers.insert(at, Timer::new(key, conn, kind));
     }
 
     /// Arms the heartbeat and lifetime timers of a session that just upgraded.
@@ -96,10 +106,10 @@ impl Worker {
         let Some(s) = self.sessions.get(key) else {
             return;
         };
-        if s.token_expires_ms == 0 {
+        let Some(expires_ms) = s.auth.as_ref().map(|a| a.expires_ms) else {
             return;
-        }
-        let left = s.token_expires_ms.saturating_sub(crate::shared::now_ms());
+        };
+        let left = expires_ms.saturating_sub(crate::shared::now_ms());
         let (id, at) = (s.id, self.now + left);
         self.arm(at, key, id, TimerKind::TokenExpiry);
     }
@@ -128,19 +138,20 @@ impl Worker {
     pub(super) fn run_timers(&mut self) {
         let mut fired = std::mem::take(&mut self.fired);
         self.timers.expire(self.now, &mut fired);
-        for t in fired.drain(..) {
-            self.on_timer(t);
+        for (at, t) in fired.drain(..) {
+            self.on_timer(t, at);
         }
         self.fired = fired;
     }
 
-    fn on_timer(&mut self, t: Timer) {
+    fn on_timer(&mut self, t: Timer, at: u64) {
+        let key = t.key();
         match t.kind {
             TimerKind::Housekeeping => return self.housekeeping(),
             TimerKind::AcceptRetry => return self.accept_all(),
             _ => {}
         }
-        let Some(s) = self.sessions.get_mut(t.key) else {
+        let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
         if s.id != t.conn || s.conn.is_done() {
@@ -165,7 +176,7 @@ impl Worker {
                         // The client spoke after our ping: back to watching for silence.
                         s.ping_sent_ms = None;
                         let (id, at) = (s.id, idle_until);
-                        self.arm(at, t.key, id, TimerKind::Heartbeat);
+                        self.arm(at, key, id, TimerKind::Heartbeat);
                     }
                     Some(sent) if self.now >= sent + hb.pong_timeout_ms => {
                         self.stats.closed_heartbeat_timeout.inc();
@@ -174,19 +185,19 @@ impl Worker {
                     }
                     Some(sent) => {
                         let (id, at) = (s.id, sent + hb.pong_timeout_ms);
-                        self.arm(at, t.key, id, TimerKind::Heartbeat);
+                        self.arm(at, key, id, TimerKind::Heartbeat);
                     }
                     None if self.now >= idle_until => {
                         if s.conn.ping() {
                             self.stats.pings_sent.inc();
                             s.ping_sent_ms = Some(self.now);
                             let (id, at) = (s.id, self.now + hb.pong_timeout_ms);
-                            self.arm(at, t.key, id, TimerKind::Heartbeat);
+                            self.arm(at, key, id, TimerKind::Heartbeat);
                         }
                     }
                     None => {
                         let id = s.id;
-                        self.arm(idle_until, t.key, id, TimerKind::Heartbeat);
+                        self.arm(idle_until, key, id, TimerKind::Heartbeat);
                     }
                 }
             }
@@ -204,8 +215,8 @@ impl Worker {
                 s.conn.kill();
             }
             TimerKind::Batch => {
-                if s.batch_count > 0 && s.batch_deadline == t.at {
-                    self.mark_dirty(t.key);
+                if s.batch_count > 0 && s.batch_deadline == at {
+                    self.mark_dirty(key);
                 }
             }
             TimerKind::TokenExpiry => {
@@ -213,19 +224,20 @@ impl Worker {
                 if s.conn.is_closing() {
                     return;
                 }
-                if s.token_expires_ms <= now_wall {
+                let expires_ms = s.auth.as_ref().map_or(0, |a| a.expires_ms);
+                if expires_ms <= now_wall {
                     self.stats.closed_token_expired.inc();
                     s.note_close(1008, "token expired", true);
                     s.conn.close(CloseCode::Policy, "token expired");
                 } else {
                     // Refreshed: wait for the new expiry.
-                    let (id, at) = (s.id, self.now + (s.token_expires_ms - now_wall));
-                    self.arm(at, t.key, id, TimerKind::TokenExpiry);
+                    let (id, at) = (s.id, self.now + (expires_ms - now_wall));
+                    self.arm(at, key, id, TimerKind::TokenExpiry);
                 }
             }
             TimerKind::Housekeeping | TimerKind::AcceptRetry => {}
         }
-        self.settle(t.key);
+        self.settle(key);
     }
 
     /// Starts the graceful drain: stop accepting, deliver what is already in the inbox, then

@@ -62,7 +62,7 @@ pub struct Worker {
     streams: StreamTable,
     dirty: Vec<usize>,
     timers: TimerWheel<Timer>,
-    fired: Vec<Timer>,
+    fired: Vec<(u64, Timer)>,
     stats: Arc<WorkerStats>,
     shared: Arc<Shared>,
     ws_config: WebSocketConfig,
@@ -246,21 +246,13 @@ impl Worker {
                 *next_conn += 1;
                 let id = ((index as u64) << 48) | *next_conn;
                 let at = now + handshake_ms;
-                timers.insert(
-                    at,
-                    Timer {
-                        key,
-                        conn: id,
-                        kind: TimerKind::Handshake,
-                        at,
-                    },
-                );
+                timers.insert(at, Timer::new(key, id, TimerKind::Handshake));
                 debug!("conn {id} accepted from {peer} on worker {index}");
                 let mut s = Session::new(Conn::new(sock, peer), id, burst, now);
                 s.refused = admission
                     .socket_opened(peer.ip(), wall_ms, limits)
                     .err()
-                    .map(|r| r.0);
+                    .map(|r| r.0.into_boxed_str());
                 s
             },
         );
@@ -272,12 +264,7 @@ impl Worker {
             self.shared
                 .record_error(format!("worker {}: accept failed: {e}", self.index));
             let at = self.now + ACCEPT_RETRY_MS;
-            let t = Timer {
-                key: delivery::WORKER_KEY,
-                conn: 0,
-                kind: TimerKind::AcceptRetry,
-                at,
-            };
+            let t = Timer::new(delivery::WORKER_KEY, 0, TimerKind::AcceptRetry);
             self.timers.insert(at, t);
         }
     }
@@ -448,12 +435,12 @@ impl Worker {
         }
         let mut s = self.sessions.remove(key);
         self.shared.admission.socket_closed(s.conn.peer.ip());
-        if let Some(user) = &s.user {
+        if let Some(a) = &s.auth {
             let me = crate::admission::UserConn {
                 worker: self.index,
                 conn: s.id,
             };
-            self.shared.admission.unregister_user(user, me);
+            self.shared.admission.unregister_user(&a.user, me);
         }
         let unwritten = s.conn.out_mut().clear();
         s.dropped_on_close += unwritten.frames as u64;
@@ -465,14 +452,14 @@ impl Worker {
         }
         s.subs.clear(&mut self.streams, key);
         let _ = self.poll.registry().deregister(s.conn.socket());
-        let lived_ms = s.opened.elapsed().as_millis() as u64;
+        let lived_ms = self.now.saturating_sub(s.opened_at);
         self.stats.connections_active.sub(1);
         if s.upgraded {
             self.stats.websockets_active.sub(1);
         }
         self.stats.connections_closed.inc();
         self.stats.closed_duration_ms.add(lived_ms);
-        let close = s.close.take().unwrap_or_default();
+        let close = s.close.take().map(|c| *c).unwrap_or_default();
         let level = if close.abnormal {
             log::Level::Info
         } else {

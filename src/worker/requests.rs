@@ -1,13 +1,12 @@
 //! What a worker does with a subscriber's input: HTTP routing on the public listener, and the
 //! subscriber side of protocol v1 (subscribe, unsubscribe, ping, heartbeat, getStats, errors).
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use log::debug;
 use serde_json::value::RawValue;
 use tungstenite::Message;
 
+use super::session::SessionAuth;
 use super::Worker;
 use crate::admission::UserConn;
 use crate::auth::{self, channels};
@@ -110,9 +109,11 @@ impl Worker {
         s.upgraded = true;
         if let Some(identity) = identity {
             debug!("conn {id} upgraded for user {}", identity.user);
-            s.user = Some(identity.user);
-            s.token_expires_ms = identity.expires_ms;
-            s.channels = identity.channels;
+            s.auth = Some(Box::new(SessionAuth {
+                user: identity.user,
+                expires_ms: identity.expires_ms,
+                channels: identity.channels,
+            }));
         } else {
             debug!("conn {id} upgraded");
         }
@@ -184,7 +185,7 @@ impl Worker {
         );
         let s = &mut self.sessions[key];
         s.messages_in += 1;
-        if s.bucket.take(Instant::now(), rate, burst) {
+        if s.bucket.take(self.now, rate, burst) {
             s.strikes = 0;
             return true;
         }
@@ -206,7 +207,7 @@ impl Worker {
         let s = &mut self.sessions[key];
         let reply: Bytes = match req {
             ClientRequest::Subscribe { id, filter } => {
-                if let Some(patterns) = &s.channels {
+                if let Some(patterns) = s.auth.as_ref().and_then(|a| a.channels.as_ref()) {
                     if !channels::filter_allowed(&filter, patterns) {
                         self.stats.forbidden_subscriptions.inc();
                         let msg = "not entitled to every stream of this filter (token channels)";
@@ -280,9 +281,11 @@ impl Worker {
         };
         let s = &mut self.sessions[key];
         match a.check(token) {
-            Ok(identity) if Some(&identity.user) == s.user.as_ref() => {
-                s.token_expires_ms = identity.expires_ms;
-                s.channels = identity.channels;
+            Ok(identity) if Some(&identity.user) == s.auth.as_ref().map(|a| &a.user) => {
+                if let Some(session_auth) = s.auth.as_mut() {
+                    session_auth.expires_ms = identity.expires_ms;
+                    session_auth.channels = identity.channels;
+                }
                 s.conn.send(outbound::refreshed(id, identity.expires_ms));
                 self.arm_token_expiry(key);
             }

@@ -1,32 +1,30 @@
 //! A subscriber session: one connection's WebSocket, filters, counters, rate limit, heartbeat
 //! and batching state, and how it ended.
 
-use std::time::Instant;
-
 use crate::net::conn::Conn;
 use crate::protocol::outbound::ConnStatsReply;
 use crate::routing::Subscriptions;
 
-/// A token bucket for inbound client messages.
+/// A token bucket for inbound client messages (times on the worker clock, in ms).
 #[derive(Debug)]
 pub struct TokenBucket {
     tokens: f32,
-    last: Instant,
+    last_ms: u64,
 }
 
 impl TokenBucket {
-    /// A full bucket.
-    pub fn new(burst: u32) -> Self {
+    /// A full bucket at worker clock `now_ms`.
+    pub fn new(burst: u32, now_ms: u64) -> Self {
         TokenBucket {
             tokens: burst as f32,
-            last: Instant::now(),
+            last_ms: now_ms,
         }
     }
 
     /// Takes one token if there is one, refilling at `rate_per_sec` up to `burst`.
-    pub fn take(&mut self, now: Instant, rate_per_sec: u32, burst: u32) -> bool {
-        let dt = now.saturating_duration_since(self.last).as_secs_f32();
-        self.last = now;
+    pub fn take(&mut self, now_ms: u64, rate_per_sec: u32, burst: u32) -> bool {
+        let dt = now_ms.saturating_sub(self.last_ms) as f32 / 1000.0;
+        self.last_ms = self.last_ms.max(now_ms);
         self.tokens = (self.tokens + dt * rate_per_sec as f32).min(burst as f32);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -48,6 +46,18 @@ pub struct CloseInfo {
     pub abnormal: bool,
 }
 
+/// What a token said about a connection's user (boxed: most deployments run without auth, and
+/// an idle connection should cost as few bytes as possible).
+#[derive(Debug)]
+pub struct SessionAuth {
+    /// The user (`sub`).
+    pub user: String,
+    /// When the token expires, ms since the epoch.
+    pub expires_ms: u64,
+    /// What the token allows it to subscribe to (`None`: everything).
+    pub channels: Option<Vec<crate::auth::channels::ChannelPattern>>,
+}
+
 /// One subscriber connection owned by a worker.
 #[derive(Debug)]
 pub struct Session {
@@ -55,8 +65,8 @@ pub struct Session {
     pub conn: Conn,
     /// Process-unique id (worker index in the top 16 bits), used in logs and `getStats`.
     pub id: u64,
-    /// When it was accepted.
-    pub opened: Instant,
+    /// When it was accepted, on the worker clock (ms).
+    pub opened_at: u64,
     /// When it was accepted, ms since the epoch.
     pub opened_ms: u64,
     /// Whether it completed the WebSocket upgrade.
@@ -84,15 +94,11 @@ pub struct Session {
     /// Worker clock (ms) when the current batch must be flushed.
     pub batch_deadline: u64,
     /// How it ended (first cause wins).
-    pub close: Option<CloseInfo>,
+    pub close: Option<Box<CloseInfo>>,
     /// Why it was refused at accept (per-IP limits); answered 429 when its request arrives.
-    pub refused: Option<String>,
-    /// The authenticated user (`sub`), when authentication is on.
-    pub user: Option<String>,
-    /// When its token expires, ms since the epoch (0: no token).
-    pub token_expires_ms: u64,
-    /// What its token allows it to subscribe to (`None`: everything).
-    pub channels: Option<Vec<crate::auth::channels::ChannelPattern>>,
+    pub refused: Option<Box<str>>,
+    /// The authenticated user and its token's terms, when authentication is on.
+    pub auth: Option<Box<SessionAuth>>,
     /// Worker clock (ms) since when its queue is above the soft limit.
     pub over_soft_since: Option<u64>,
     /// Data messages dropped by the drop policy and not yet reported, by stream.
@@ -123,13 +129,13 @@ impl Session {
         Session {
             conn,
             id,
-            opened: Instant::now(),
+            opened_at: now,
             opened_ms: crate::shared::now_ms(),
             upgraded: false,
             subs: Subscriptions::default(),
             dirty: false,
             want_write: false,
-            bucket: TokenBucket::new(burst),
+            bucket: TokenBucket::new(burst, now),
             strikes: 0,
             last_rx_ms: now,
             ping_sent_ms: None,
@@ -139,9 +145,7 @@ impl Session {
             batch_deadline: 0,
             close: None,
             refused: None,
-            user: None,
-            token_expires_ms: 0,
-            channels: None,
+            auth: None,
             over_soft_since: None,
             missed: Vec::new(),
             data_written: 0,
@@ -159,11 +163,11 @@ impl Session {
     /// Records why the connection ends, unless a cause is already recorded.
     pub fn note_close(&mut self, code: u16, reason: &str, abnormal: bool) {
         if self.close.is_none() {
-            self.close = Some(CloseInfo {
+            self.close = Some(Box::new(CloseInfo {
                 code,
                 reason: reason.to_string(),
                 abnormal,
-            });
+            }));
         }
     }
 
@@ -194,19 +198,34 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn bucket_allows_burst_then_rate() {
-        let mut b = TokenBucket::new(3);
-        let t0 = b.last;
+        let t0 = 1_000;
+        let mut b = TokenBucket::new(3, t0);
         assert!((0..3).all(|_| b.take(t0, 10, 3)));
         assert!(!b.take(t0, 10, 3));
-        assert!(b.take(t0 + Duration::from_millis(100), 10, 3));
-        assert!(!b.take(t0 + Duration::from_millis(150), 10, 3));
+        assert!(b.take(t0 + 100, 10, 3));
+        assert!(!b.take(t0 + 150, 10, 3));
         // Refill is capped at the burst.
-        let later = t0 + Duration::from_secs(10);
+        let later = t0 + 10_000;
         assert!((0..3).all(|_| b.take(later, 10, 3)));
         assert!(!b.take(later, 10, 3));
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_sizes() {
+        println!(
+            "Session {} Conn {} WebSocketContext {} Subscriptions {} TokenBucket {} OutQueue {}",
+            std::mem::size_of::<super::Session>(),
+            std::mem::size_of::<crate::net::conn::Conn>(),
+            std::mem::size_of::<tungstenite::protocol::WebSocketContext>(),
+            std::mem::size_of::<crate::routing::Subscriptions>(),
+            std::mem::size_of::<super::TokenBucket>(),
+            std::mem::size_of::<crate::net::outqueue::OutQueue>(),
+        );
     }
 }

@@ -239,6 +239,9 @@ impl IngestServer {
 
     fn on_event(&mut self, key: usize) {
         let max_head = self.cfg.limits.max_request_head_bytes;
+        if let Some(p) = self.publishers.get_mut(key) {
+            p.conn.readable();
+        }
         loop {
             let Some(p) = self.publishers.get_mut(key) else {
                 return;

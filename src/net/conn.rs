@@ -30,12 +30,22 @@ pub struct ConnIo {
     pub out: OutQueue,
     /// Bytes read from the socket.
     pub bytes_in: u64,
+    /// A read this readiness event returned less than asked: the socket is drained, so the
+    /// next read would only return `EAGAIN` (a syscall saved per event; with edge-triggered
+    /// readiness, data arriving later raises a new event, which re-arms reading).
+    pub drained: bool,
 }
 
 impl Read for ConnIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.drained {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         let n = self.sock.read(buf)?;
         self.bytes_in += n as u64;
+        if n < buf.len() {
+            self.drained = true;
+        }
         Ok(n)
     }
 }
@@ -101,6 +111,7 @@ impl Conn {
                 sock,
                 out: OutQueue::new(),
                 bytes_in: 0,
+                drained: false,
             },
             phase: Phase::Head(Vec::new()),
             peer,
@@ -159,6 +170,11 @@ impl Conn {
     /// Whether the connection is finished and can be dropped.
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done)
+    }
+
+    /// Call when a readiness event says the socket is readable: reading resumes.
+    pub fn readable(&mut self) {
+        self.io.drained = false;
     }
 
     /// Reads the next event. Call until [`ReadEvent::WouldBlock`] (edge-triggered readiness).

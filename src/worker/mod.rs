@@ -313,6 +313,9 @@ impl Worker {
     /// Reads and handles everything the socket has (edge-triggered: until it would block).
     fn read_all(&mut self, key: usize) {
         let max_head = self.cfg.limits.max_request_head_bytes;
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.conn.readable();
+        }
         loop {
             let Some(s) = self.sessions.get_mut(key) else {
                 return;

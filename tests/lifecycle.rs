@@ -14,18 +14,9 @@ use serde_json::json;
 /// Splits unmasked server frames into (opcode, payload).
 fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let mut out = Vec::new();
-    while bytes.len() >= 2 {
-        let op = bytes[0] & 0x0f;
-        let (len, hl) = match bytes[1] & 0x7f {
-            126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
-            127 => (
-                u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
-            n => (n as usize, 2),
-        };
-        out.push((op, bytes[hl..hl + len].to_vec()));
-        bytes = &bytes[hl + len..];
+    while let Some((op, a, b)) = tickfan::loadgen::wire::server_frame(bytes) {
+        out.push((op, bytes[a..b].to_vec()));
+        bytes = &bytes[b..];
     }
     out
 }

@@ -147,18 +147,11 @@ fn arbitrary_bytes_never_break_the_server() {
             let _ = s.read_to_end(&mut got);
             // Whatever came back is server frames: text replies or a close with an RFC code.
             let mut rest = &got[..];
-            while rest.len() >= 2 {
-                let op = rest[0] & 0x0f;
-                let (len, hl) = match rest[1] & 0x7f {
-                    126 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-                    127 => (
-                        u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
-                        10,
-                    ),
-                    n => (n as usize, 2),
-                };
-                prop_assert!(rest.len() >= hl + len, "truncated frame");
-                let payload = &rest[hl..hl + len];
+            while !rest.is_empty() {
+                let frame = tickfan::loadgen::wire::server_frame(rest);
+                prop_assert!(frame.is_some(), "truncated frame");
+                let Some((op, a, b)) = frame else { break };
+                let payload = &rest[a..b];
                 prop_assert!(matches!(op, 0x1 | 0x8 | 0x9 | 0xA), "opcode {op}");
                 if op == 0x8 && payload.len() >= 2 {
                     let code = u16::from_be_bytes([payload[0], payload[1]]);
@@ -170,7 +163,7 @@ fn arbitrary_bytes_never_break_the_server() {
                 if op == 0x1 {
                     prop_assert!(serde_json::from_slice::<serde_json::Value>(payload).is_ok());
                 }
-                rest = &rest[hl + len..];
+                rest = &rest[b..];
             }
             Ok(())
         })

@@ -75,18 +75,7 @@ mod tests {
     use super::*;
 
     fn f(ex: &[&str], sy: &[&str], dt: &[&str]) -> Filter {
-        let m = |v: &[&str]| {
-            if v.is_empty() {
-                FieldMatch::Any
-            } else {
-                FieldMatch::from_names(v.iter().map(|s| s.to_string()).collect())
-            }
-        };
-        Filter {
-            exchange: m(ex),
-            symbols: m(sy),
-            data_types: m(dt),
-        }
+        Filter::from_lists(ex, sy, dt)
     }
 
     #[test]

@@ -85,6 +85,22 @@ impl Filter {
         }
     }
 
+    /// A filter from name lists, an empty list meaning any name (for tests, benches and tools).
+    pub fn from_lists(exchange: &[&str], symbols: &[&str], data_types: &[&str]) -> Filter {
+        let field = |names: &[&str]| {
+            if names.is_empty() {
+                FieldMatch::Any
+            } else {
+                FieldMatch::from_names(names.iter().map(|s| s.to_string()).collect())
+            }
+        };
+        Filter {
+            exchange: field(exchange),
+            symbols: field(symbols),
+            data_types: field(data_types),
+        }
+    }
+
     /// Whether the stream matches this filter.
     #[inline]
     pub fn matches(&self, key: &StreamKey) -> bool {

@@ -249,21 +249,9 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::filter::FieldMatch;
 
     fn f(ex: &[&str], sy: &[&str], dt: &[&str]) -> Filter {
-        let m = |v: &[&str]| {
-            if v.is_empty() {
-                FieldMatch::Any
-            } else {
-                FieldMatch::from_names(v.iter().map(|s| s.to_string()).collect())
-            }
-        };
-        Filter {
-            exchange: m(ex),
-            symbols: m(sy),
-            data_types: m(dt),
-        }
+        Filter::from_lists(ex, sy, dt)
     }
 
     fn table() -> StreamTable {

@@ -99,6 +99,7 @@ impl IngestServer {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
         let mut draining = false;
+        let mut last_sweep = Instant::now();
         loop {
             if self.shared.is_stopped() {
                 break;
@@ -136,7 +137,10 @@ impl IngestServer {
                     Token(k) => self.on_event(k),
                 }
             }
-            self.sweep();
+            if last_sweep.elapsed() >= SWEEP_INTERVAL {
+                last_sweep = Instant::now();
+                self.sweep();
+            }
         }
         match self.publishers.len() {
             0 => info!("ingest stopped"),

@@ -232,9 +232,13 @@ fn health_stats_metrics_and_flush() {
 #[test]
 fn health_is_unhealthy_when_every_worker_is_stalled_or_ingest_is_silent() {
     let server = start(&["health.worker_stall_ms=300"]);
-    assert!(server.stall_worker(0, Duration::from_millis(1500)));
-    wait_until("unhealthy", || status(&get(&server, "/health")) == 503);
-    let v: Value = serde_json::from_str(body(&get(&server, "/health"))).unwrap();
+    assert!(server.stall_worker(0, Duration::from_millis(3000)));
+    let mut unhealthy = String::new();
+    wait_until("unhealthy", || {
+        unhealthy = get(&server, "/health");
+        status(&unhealthy) == 503
+    });
+    let v: Value = serde_json::from_str(body(&unhealthy)).unwrap();
     assert_eq!(v["status"], "unhealthy");
     assert!(
         v["reasons"][0].as_str().unwrap().contains("no worker loop"),

@@ -153,6 +153,27 @@ impl IngestServer {
     /// list for `/stats`.
     fn sweep(&mut self) {
         self.accept_all();
+        self.publish_list();
+        let hb = &self.cfg.heartbeat;
+        let handshake = Duration::from_millis(hb.handshake_timeout_ms);
+        let close = Duration::from_millis(hb.close_timeout_ms);
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for (k, p) in self.publishers.iter_mut() {
+            if let Some(why) = p.clock.check(&p.conn, now, handshake, close) {
+                info!("publisher {} from {} dropped: {why}", p.id, p.conn.peer);
+                p.conn.kill();
+                expired.push(k);
+            }
+        }
+        for k in expired {
+            self.settle(k);
+        }
+    }
+
+    /// Publishes the publisher list and counters for `/stats` (on each sweep, and when a
+    /// publisher comes or goes).
+    fn publish_list(&self) {
         let list = self
             .publishers
             .iter()
@@ -172,21 +193,6 @@ impl IngestServer {
             .publishers
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = list;
-        let hb = &self.cfg.heartbeat;
-        let handshake = Duration::from_millis(hb.handshake_timeout_ms);
-        let close = Duration::from_millis(hb.close_timeout_ms);
-        let now = Instant::now();
-        let mut expired = Vec::new();
-        for (k, p) in self.publishers.iter_mut() {
-            if let Some(why) = p.clock.check(&p.conn, now, handshake, close) {
-                info!("publisher {} from {} dropped: {why}", p.id, p.conn.peer);
-                p.conn.kill();
-                expired.push(k);
-            }
-        }
-        for k in expired {
-            self.settle(k);
-        }
     }
 
     fn begin_drain(&mut self) {
@@ -283,6 +289,7 @@ impl IngestServer {
                             self.shared.stats.ingest.publishers_active.inc();
                             self.shared.stats.ingest.publishers_accepted.inc();
                             info!("publisher {} from {} open", p.id, p.conn.peer);
+                            self.publish_list();
                         }
                         Err((status, msg)) => p.conn.respond(http::error_response(status, msg)),
                     }
@@ -321,6 +328,7 @@ impl IngestServer {
             let _ = self.poll.registry().deregister(p.conn.socket());
             if p.upgraded {
                 self.shared.stats.ingest.publishers_active.sub(1);
+                self.publish_list();
             }
             info!(
                 "publisher {} from {} closed after {} ms: in {} msgs ({} rejected)/{} B, out {} B",

@@ -22,6 +22,8 @@ pub struct Shared {
     /// Per-IP and per-user admission counts.
     pub admission: crate::admission::Admission,
     links: OnceLock<Vec<crate::bus::WorkerLink>>,
+    /// A random id chosen at start: seqs of an earlier epoch cannot be resumed.
+    pub epoch: String,
 }
 
 /// The last server-side error (not a client's mistake): what and when.
@@ -47,6 +49,7 @@ impl Shared {
             last_error: Mutex::new(None),
             admission: crate::admission::Admission::default(),
             links: OnceLock::new(),
+            epoch: new_epoch(),
         }
     }
 
@@ -139,6 +142,21 @@ impl Shared {
             .get()
             .map(|t| *t + Duration::from_millis(self.config().shutdown.grace_ms))
     }
+}
+
+/// A random 64-bit id in hex, from the clock, the pid and the address of a stack value mixed
+/// by splitmix64 (unique per start; not a secret).
+fn new_epoch() -> String {
+    let probe = 0u8;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let seed = (nanos as u64) ^ ((std::process::id() as u64) << 32) ^ (&probe as *const u8 as u64);
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    format!("{:016x}", z ^ (z >> 31))
 }
 
 /// Wall-clock time in ms since the Unix epoch.

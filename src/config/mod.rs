@@ -86,6 +86,28 @@ pub struct Config {
     pub health: HealthConfig,
     /// Authentication and authorisation.
     pub auth: AuthConfig,
+    /// Per-stream history for snapshots and resume.
+    pub history: HistoryConfig,
+}
+
+/// `[history]`: the ring of recent messages each worker keeps per stream, for `snapshot` and
+/// `resume` on subscribe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Messages kept per stream (0: no history: no snapshots, no resume).
+    pub size: usize,
+    /// Messages older than this are not replayed (0: no age limit).
+    pub ttl_ms: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            size: 100,
+            ttl_ms: 300_000,
+        }
+    }
 }
 
 /// `[auth]`: who may subscribe to what, and who may publish.

@@ -38,21 +38,7 @@ pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
 /// One complete server frame at the start of `buf`: (opcode, payload start, end), or `None`
 /// when more bytes are needed.
 pub fn server_frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let op = buf[0] & 0x0f;
-    let (len, hl) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&buf[2..10]);
-            (u64::from_be_bytes(b) as usize, 10)
-        }
-        126 | 127 => return None,
-        n => (n as usize, 2),
-    };
-    (buf.len() >= hl + len).then_some((op, hl, hl + len))
+    crate::protocol::frame::split_unmasked(buf)
 }
 
 /// The unsigned integer right after `key` (e.g. `"seq":`).

@@ -19,6 +19,8 @@ pub enum ClientRequest {
         id: Option<RequestId>,
         /// The filter.
         filter: Filter,
+        /// Snapshot, resume and throttle options.
+        options: SubscribeOptions,
     },
     /// Remove a filter by id or by its fields.
     Unsubscribe {
@@ -52,6 +54,30 @@ pub enum ClientRequest {
         token: String,
     },
 }
+
+/// What a subscribe asks for besides the filter.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// `"snapshot":true`: first the newest message of every stream the filter adds.
+    pub snapshot: bool,
+    /// `"resume"`: replay from these seqs (epoch, then stream key → last seq seen).
+    pub resume: Option<Resume>,
+    /// `"throttleMs"`: at most one message per stream per interval, the newest (0 = off).
+    pub throttle_ms: u32,
+}
+
+/// A resume request: the epoch the client's seqs belong to and, per stream key
+/// (`exchange:symbol:dataType`), the last seq it saw.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// The epoch from an earlier `subscribed` reply.
+    pub epoch: String,
+    /// Stream key → last seq seen.
+    pub streams: Vec<(String, u64)>,
+}
+
+/// Shortest and longest `throttleMs`.
+pub const THROTTLE_MS_RANGE: std::ops::RangeInclusive<u32> = 10..=60_000;
 
 /// Which filter an `unsubscribe` removes.
 #[derive(Debug)]
@@ -109,6 +135,12 @@ struct RawRequest<'a> {
     filter_id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     token: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    snapshot: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    resume: Option<&'a RawValue>,
+    #[serde(rename = "throttleMs", borrow, default)]
+    throttle_ms: Option<&'a RawValue>,
 }
 
 /// Parses one text message from a subscriber.
@@ -155,8 +187,13 @@ pub fn parse_client(text: &str, limits: ParseLimits) -> Result<ClientRequest, Re
         ));
     };
     match &*kind {
-        "subscribe" => match parse_filter(&raw, limits) {
-            Ok(filter) => Ok(ClientRequest::Subscribe { id, filter }),
+        "subscribe" => match parse_filter(&raw, limits).and_then(|f| Ok((f, parse_options(&raw)?)))
+        {
+            Ok((filter, options)) => Ok(ClientRequest::Subscribe {
+                id,
+                filter,
+                options,
+            }),
             Err(m) => Err(RequestError::new(id, ErrorCode::InvalidMessage, m)),
         },
         "unsubscribe" => {
@@ -203,6 +240,51 @@ pub fn parse_client(text: &str, limits: ParseLimits) -> Result<ClientRequest, Re
             ))
         }
     }
+}
+
+#[derive(serde::Deserialize)]
+struct RawResume {
+    epoch: String,
+    #[serde(default)]
+    streams: std::collections::BTreeMap<String, u64>,
+}
+
+fn parse_options(raw: &RawRequest) -> Result<SubscribeOptions, String> {
+    let snapshot = match raw.snapshot {
+        None => false,
+        Some(v) => serde_json::from_str::<bool>(v.get())
+            .map_err(|_| "snapshot must be true or false".to_string())?,
+    };
+    let throttle_ms = match raw.throttle_ms {
+        None => 0,
+        Some(v) => match serde_json::from_str::<u32>(v.get()) {
+            Ok(ms) if THROTTLE_MS_RANGE.contains(&ms) => ms,
+            _ => {
+                return Err(format!(
+                    "throttleMs must be an integer from {} to {}",
+                    THROTTLE_MS_RANGE.start(),
+                    THROTTLE_MS_RANGE.end()
+                ))
+            }
+        },
+    };
+    let resume = match raw.resume {
+        None => None,
+        Some(v) => {
+            let r: RawResume = serde_json::from_str(v.get()).map_err(|_| {
+                "resume must be {\"epoch\":string,\"streams\":{\"exchange:symbol:dataType\":seq}}".to_string()
+            })?;
+            Some(Resume {
+                epoch: r.epoch,
+                streams: r.streams.into_iter().collect(),
+            })
+        }
+    };
+    Ok(SubscribeOptions {
+        snapshot,
+        resume,
+        throttle_ms,
+    })
 }
 
 fn parse_filter(raw: &RawRequest, limits: ParseLimits) -> Result<Filter, String> {
@@ -261,13 +343,41 @@ mod tests {
         )
         .unwrap();
         match r {
-            ClientRequest::Subscribe { id, filter } => {
+            ClientRequest::Subscribe { id, filter, .. } => {
                 assert_eq!(id.unwrap().get(), "1");
                 assert_eq!(filter.exchange.names(), vec!["binance"]);
                 assert_eq!(filter.symbols, FieldMatch::Any);
                 assert_eq!(filter.data_types, FieldMatch::Any);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn subscribe_options() {
+        let r = parse_client(
+            r#"{"type":"subscribe","snapshot":true,"throttleMs":100,"resume":{"epoch":"e1","streams":{"x:A:trade":7}}}"#,
+            L,
+        )
+        .unwrap();
+        let ClientRequest::Subscribe { options, .. } = r else {
+            panic!("{r:?}")
+        };
+        assert!(options.snapshot);
+        assert_eq!(options.throttle_ms, 100);
+        let resume = options.resume.unwrap();
+        assert_eq!(
+            (resume.epoch.as_str(), resume.streams),
+            ("e1", vec![("x:A:trade".to_string(), 7)])
+        );
+        for bad in [
+            r#"{"type":"subscribe","throttleMs":5}"#,
+            r#"{"type":"subscribe","throttleMs":60001}"#,
+            r#"{"type":"subscribe","snapshot":"yes"}"#,
+            r#"{"type":"subscribe","resume":{"streams":{}}}"#,
+            r#"{"type":"subscribe","resume":{"epoch":"e","streams":{"k":-1}}}"#,
+        ] {
+            assert_eq!(err(bad).0, ErrorCode::InvalidMessage, "{bad}");
         }
     }
 

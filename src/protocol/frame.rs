@@ -67,6 +67,27 @@ impl FrameBuilder {
     }
 }
 
+/// One complete unmasked frame at the start of `buf`: (opcode, payload start, payload end),
+/// or `None` when `buf` holds less than a whole frame.
+pub fn split_unmasked(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let op = buf[0] & 0x0f;
+    let (len, hl): (usize, usize) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (usize::try_from(u64::from_be_bytes(b)).ok()?, 10)
+        }
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    let end = hl.checked_add(len)?;
+    (buf.len() >= end).then_some((op, hl, end))
+}
+
 /// Encodes a whole text frame around `payload`.
 pub fn text_frame(payload: &[u8]) -> Bytes {
     let mut b = FrameBuilder::with_capacity(payload.len());

@@ -64,10 +64,34 @@ struct FilterReply<'a> {
     symbols: Option<Vec<&'a str>>,
     #[serde(rename = "dataTypes", skip_serializing_if = "Option::is_none")]
     data_types: Option<Vec<&'a str>>,
+    #[serde(rename = "throttleMs", skip_serializing_if = "Option::is_none")]
+    throttle_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<bool>,
+    #[serde(rename = "notRecovered", skip_serializing_if = "Option::is_none")]
+    not_recovered: Option<&'a std::collections::BTreeMap<String, String>>,
 }
 
-/// `{"type":"subscribed",...}` with the normalised filter.
-pub fn subscribed(id: Option<&RawValue>, filter_id: &str, filter: &Filter) -> Bytes {
+/// The outcome of a `resume`: whether every listed stream was replayed, and why not for those
+/// that were not (by stream key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Stream key (`exchange:symbol:dataType`) → reason it could not be recovered.
+    pub not_recovered: std::collections::BTreeMap<String, String>,
+}
+
+/// `{"type":"subscribed",...}` with the normalised filter, the epoch, the throttle when set,
+/// and the resume outcome when one was asked.
+pub fn subscribed(
+    id: Option<&RawValue>,
+    filter_id: &str,
+    filter: &Filter,
+    throttle_ms: u32,
+    epoch: &str,
+    recovery: Option<&Recovery>,
+) -> Bytes {
     json_frame(&FilterReply {
         kind: "subscribed",
         id,
@@ -75,6 +99,10 @@ pub fn subscribed(id: Option<&RawValue>, filter_id: &str, filter: &Filter) -> By
         exchange: Some(filter.exchange.names()),
         symbols: Some(filter.symbols.names()),
         data_types: Some(filter.data_types.names()),
+        throttle_ms: (throttle_ms > 0).then_some(throttle_ms),
+        epoch: Some(epoch),
+        recovered: recovery.map(|r| r.not_recovered.is_empty()),
+        not_recovered: recovery.map(|r| &r.not_recovered).filter(|m| !m.is_empty()),
     })
 }
 
@@ -87,7 +115,24 @@ pub fn unsubscribed(id: Option<&RawValue>, filter_id: &str) -> Bytes {
         exchange: None,
         symbols: None,
         data_types: None,
+        throttle_ms: None,
+        epoch: None,
+        recovered: None,
+        not_recovered: None,
     })
+}
+
+/// The snapshot form of a data frame: the same message with `"snapshot":true` added.
+pub fn snapshot_frame(data_frame: &[u8]) -> Option<Bytes> {
+    let (_, start, end) = super::frame::split_unmasked(data_frame)?;
+    let payload = &data_frame[start..end];
+    if !payload.ends_with(b"}") {
+        return None;
+    }
+    let mut b = super::frame::FrameBuilder::with_capacity(payload.len() + 16);
+    b.payload().extend_from_slice(&payload[..payload.len() - 1]);
+    b.payload().extend_from_slice(b",\"snapshot\":true}");
+    Some(b.finish())
 }
 
 #[derive(Serialize)]
@@ -271,6 +316,23 @@ mod tests {
         assert!(std::str::from_utf8(&f[2..])
             .unwrap()
             .ends_with(r#""data":{"price":"1.0"}}"#));
+    }
+
+    #[test]
+    fn snapshot_frames_mark_the_data_message() {
+        let key = StreamKey::new("x", "A", "ticker");
+        for data in [
+            r#"{"p":1}"#.to_string(),
+            format!(r#"{{"pad":"{}"}}"#, "y".repeat(300)),
+        ] {
+            let f = data_frame(&data_prefix(&key), 7, 1, &data);
+            let snap = snapshot_frame(&f).unwrap();
+            let v = payload(&snap);
+            assert_eq!(
+                (v["seq"].as_u64(), v["snapshot"].as_bool()),
+                (Some(7), Some(true))
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! A worker's stream → subscribers index and each connection's subscriptions, kept in step so
 //! that a data message costs only its subscribers, and each reaches a connection once.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::filter::{Filter, StreamKey};
 use crate::config::Policy;
@@ -20,6 +23,21 @@ pub struct StreamEntry {
     pub policy: Policy,
     /// The last seq this worker received (to see gaps from a full channel).
     pub last_seq: u64,
+    /// The most recent messages, oldest first (snapshots and resume).
+    pub history: VecDeque<HistoryEntry>,
+}
+
+/// One message in a stream's history.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    /// Its seq.
+    pub seq: u64,
+    /// When the worker received it (worker clock, ms).
+    pub at_ms: u64,
+    /// The data frame (shared with every queue it went to).
+    pub frame: Bytes,
+    /// When the gateway accepted it ([`crate::clock::mono_ns`]).
+    pub ingest_ns: u64,
 }
 
 /// Every stream the worker has seen, indexed by [`StreamId`].
@@ -64,7 +82,40 @@ impl StreamTable {
             subscribers,
             policy,
             last_seq: 0,
+            history: VecDeque::new(),
         });
+    }
+
+    /// Appends a message to the stream's history, keeping at most `size` entries and none
+    /// older than `ttl_ms` (0: no age limit). Returns (bytes added, bytes removed).
+    pub fn record(
+        &mut self,
+        id: StreamId,
+        entry: HistoryEntry,
+        size: usize,
+        ttl_ms: u64,
+    ) -> (usize, usize) {
+        let Some(Some(e)) = self.entries.get_mut(id as usize) else {
+            return (0, 0);
+        };
+        if size == 0 {
+            return (0, 0);
+        }
+        let now = entry.at_ms;
+        let added = entry.frame.len();
+        e.history.push_back(entry);
+        let mut removed = 0;
+        while e.history.len() > size
+            || (ttl_ms > 0
+                && e.history
+                    .front()
+                    .is_some_and(|h| now.saturating_sub(h.at_ms) > ttl_ms))
+        {
+            if let Some(old) = e.history.pop_front() {
+                removed += old.frame.len();
+            }
+        }
+        (added, removed)
     }
 
     /// Records that `seq` of stream `id` arrived; returns how many messages before it never
@@ -115,6 +166,17 @@ impl StreamTable {
     }
 }
 
+/// What a subscribe did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The filter number (`f<n>`).
+    pub n: u32,
+    /// Whether the filter is new (false: an equal one was already held).
+    pub new: bool,
+    /// Known streams the connection receives because of this filter (and did not before).
+    pub added: Vec<StreamId>,
+}
+
 /// Why a subscribe was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscribeError {
@@ -126,6 +188,10 @@ pub enum SubscribeError {
 #[derive(Debug, Default)]
 pub struct Subscriptions {
     filters: Vec<(u32, Filter)>,
+    /// `throttleMs` of the throttled filters (by filter number); empty for most connections.
+    // Boxed: 8 bytes per connection instead of 24, and most connections have no throttle.
+    #[allow(clippy::box_collection)]
+    throttles: Option<Box<Vec<(u32, u32)>>>,
     /// Sorted stream ids matched by at least one filter (the connection is in their
     /// subscriber lists).
     streams: Vec<StreamId>,
@@ -157,18 +223,23 @@ impl Subscriptions {
         self.filters.iter().any(|(_, f)| f.matches(key))
     }
 
-    /// Adds a filter (or returns the id of an identical one already held) and subscribes the
-    /// connection `conn` to every known stream it newly matches. Returns the filter number and
-    /// whether it is new.
+    /// Adds a filter (or returns the id of an identical one already held, taking the new
+    /// throttle) and subscribes the connection `conn` to every known stream it newly matches.
     pub fn subscribe(
         &mut self,
         table: &mut StreamTable,
         conn: usize,
         filter: Filter,
+        throttle_ms: u32,
         max_filters: usize,
-    ) -> Result<(u32, bool), SubscribeError> {
-        if let Some((n, _)) = self.filters.iter().find(|(_, f)| *f == filter) {
-            return Ok((*n, false));
+    ) -> Result<Subscribed, SubscribeError> {
+        if let Some(n) = self.find(&filter) {
+            self.set_throttle(n, throttle_ms);
+            return Ok(Subscribed {
+                n,
+                new: false,
+                added: Vec::new(),
+            });
         }
         if self.filters.len() >= max_filters {
             return Err(SubscribeError::TooMany);
@@ -189,7 +260,56 @@ impl Subscriptions {
             self.streams.sort_unstable();
         }
         self.filters.push((n, filter));
-        Ok((n, true))
+        self.set_throttle(n, throttle_ms);
+        Ok(Subscribed {
+            n,
+            new: true,
+            added,
+        })
+    }
+
+    fn set_throttle(&mut self, n: u32, throttle_ms: u32) {
+        let list = self.throttles.get_or_insert_with(Default::default);
+        list.retain(|(m, _)| *m != n);
+        if throttle_ms > 0 {
+            list.push((n, throttle_ms));
+        }
+        if list.is_empty() {
+            self.throttles = None;
+        }
+    }
+
+    /// Whether any filter is throttled (a fast check before [`Self::throttle_for`]).
+    #[inline]
+    pub fn has_throttles(&self) -> bool {
+        self.throttles.is_some()
+    }
+
+    /// The throttle interval for a stream: 0 when any unthrottled filter matches it, else the
+    /// shortest interval of the throttled filters that do.
+    #[inline]
+    pub fn throttle_for(&self, key: &StreamKey) -> u32 {
+        let Some(throttles) = &self.throttles else {
+            return 0;
+        };
+        let mut best = u32::MAX;
+        for (n, f) in &self.filters {
+            if f.matches(key) {
+                let t = throttles
+                    .iter()
+                    .find(|(m, _)| m == n)
+                    .map_or(0, |(_, t)| *t);
+                if t == 0 {
+                    return 0;
+                }
+                best = best.min(t);
+            }
+        }
+        if best == u32::MAX {
+            0
+        } else {
+            best
+        }
     }
 
     /// Finds the number of the filter equal to `filter`.
@@ -213,6 +333,12 @@ impl Subscriptions {
             return false;
         };
         let (_, removed) = self.filters.remove(pos);
+        if let Some(list) = self.throttles.as_mut() {
+            list.retain(|(m, _)| *m != n);
+            if list.is_empty() {
+                self.throttles = None;
+            }
+        }
         let filters = &self.filters;
         self.streams.retain(|&id| {
             let Some(entry) = table.get(id) else {
@@ -243,6 +369,7 @@ impl Subscriptions {
         }
         self.streams = Vec::new();
         self.filters = Vec::new();
+        self.throttles = None;
     }
 }
 
@@ -267,10 +394,16 @@ mod tests {
     fn overlapping_filters_subscribe_once_and_unsubscribe_keeps_the_rest() {
         let mut t = table();
         let mut s = Subscriptions::default();
-        let (a, _) = s
-            .subscribe(&mut t, 7, f(&["binance"], &[], &[]), 10)
+        let a = s
+            .subscribe(&mut t, 7, f(&["binance"], &[], &[]), 0, 10)
+            .unwrap()
+            .n;
+        let sb = s
+            .subscribe(&mut t, 7, f(&[], &["BTC"], &[]), 0, 10)
             .unwrap();
-        let (b, _) = s.subscribe(&mut t, 7, f(&[], &["BTC"], &[]), 10).unwrap();
+        // Only kraken BTC is new for the second filter: binance BTC came with the first.
+        assert_eq!(sb.added, vec![2]);
+        let b = sb.n;
         assert_eq!(t.get(0).unwrap().subscribers, vec![7]);
         assert_eq!(t.get(2).unwrap().subscribers, vec![7]);
         assert_eq!(s.stream_count(), 3);
@@ -281,6 +414,22 @@ mod tests {
         assert!(s.unsubscribe(&mut t, 7, b));
         assert!(!s.unsubscribe(&mut t, 7, b));
         assert!(t.iter().all(|(_, e)| e.subscribers.is_empty()));
+    }
+
+    #[test]
+    fn throttle_is_the_shortest_unless_an_unthrottled_filter_matches() {
+        let mut t = table();
+        let mut s = Subscriptions::default();
+        let btc = t.get(0).unwrap().key.clone();
+        let eth = t.get(1).unwrap().key.clone();
+        s.subscribe(&mut t, 3, f(&["binance"], &[], &[]), 500, 10)
+            .unwrap();
+        s.subscribe(&mut t, 3, f(&[], &["BTC"], &["trade"]), 100, 10)
+            .unwrap();
+        assert_eq!((s.throttle_for(&btc), s.throttle_for(&eth)), (100, 500));
+        s.subscribe(&mut t, 3, f(&[], &["ETH"], &[]), 0, 10)
+            .unwrap();
+        assert_eq!(s.throttle_for(&eth), 0);
     }
 
     #[test]
@@ -296,13 +445,20 @@ mod tests {
     fn identical_filter_returns_the_same_id_and_limits_apply() {
         let mut t = table();
         let mut s = Subscriptions::default();
-        let (a, new_a) = s.subscribe(&mut t, 1, f(&["kraken"], &[], &[]), 1).unwrap();
-        let (b, new_b) = s
-            .subscribe(&mut t, 1, f(&["kraken"], &["*"], &[]), 1)
+        let first = s
+            .subscribe(&mut t, 1, f(&["kraken"], &[], &[]), 0, 1)
             .unwrap();
-        assert_eq!((a, new_a, new_b), (b, true, false));
+        let again = s
+            .subscribe(&mut t, 1, f(&["kraken"], &["*"], &[]), 100, 1)
+            .unwrap();
         assert_eq!(
-            s.subscribe(&mut t, 1, f(&[], &[], &[]), 1),
+            (first.n, first.new, again.n, again.new),
+            (again.n, true, 1, false)
+        );
+        // The repeated subscribe set a throttle on the filter.
+        assert_eq!(s.throttle_for(&t.get(2).unwrap().key), 100);
+        assert_eq!(
+            s.subscribe(&mut t, 1, f(&[], &[], &[]), 0, 1),
             Err(SubscribeError::TooMany)
         );
         assert_eq!(s.find_id("f1"), Some(1));

@@ -124,6 +124,13 @@ pub struct WorkerStats {
     pub pending_bytes: Counter,
     /// The largest output queue any connection of this worker ever had, in bytes.
     pub peak_pending_bytes: Counter,
+    /// Bytes of frames held in this worker's stream histories (frames are shared between
+    /// workers, so the process holds at most the largest worker's figure).
+    pub history_bytes: Counter,
+    /// Messages replayed on resume.
+    pub replayed: Counter,
+    /// Snapshot messages sent.
+    pub snapshots: Counter,
     /// Delivery latency, published every housekeeping tick.
     pub latency: latency::SharedLatency,
     /// 1 while the process is over `backpressure.memory_limit_bytes` (as this worker saw it).
@@ -369,6 +376,8 @@ pub struct WorkerSnapshot {
     pub peak_pending_bytes: u64,
     /// Messages it never received because its channel was full.
     pub channel_gap_messages: u64,
+    /// Bytes of frames in its stream histories.
+    pub history_bytes: u64,
     /// Its delivery latency, in ms.
     pub latency_ms: latency::LatencySummary,
 }
@@ -450,6 +459,7 @@ impl StatsRegistry {
                 pending_bytes: w.pending_bytes.get(),
                 peak_pending_bytes: w.peak_pending_bytes.get(),
                 channel_gap_messages: w.channel_gap_messages.get(),
+                history_bytes: w.history_bytes.get(),
                 latency_ms: {
                     let mut h = latency::empty();
                     w.latency.merge_into(&mut h);

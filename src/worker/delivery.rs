@@ -22,7 +22,7 @@ pub(super) const HOUSEKEEPING_MS: u64 = 250;
 pub(super) const WORKER_KEY: usize = usize::MAX;
 
 /// What became of a data message offered to one session.
-enum Offer {
+pub(super) enum Offer {
     /// Queued for writing.
     Queued,
     /// Dropped by the drop policy (counted, reported later).
@@ -44,7 +44,7 @@ fn slow_close(s: &mut Session, stats: &WorkerStats, reason: &str) {
 }
 
 /// Offers one data message to a session under `policy`.
-fn offer(
+pub(super) fn offer(
     s: &mut Session,
     msg: &DataMsg,
     policy: Policy,
@@ -96,9 +96,10 @@ fn offer(
         Policy::Drop => {
             s.dropped_slow += 1;
             stats.dropped_slow.inc();
-            match s.missed.iter_mut().find(|(id, _)| *id == stream) {
+            let missed = s.missed.get_or_insert_with(Default::default);
+            match missed.iter_mut().find(|(id, _)| *id == stream) {
                 Some((_, n)) => *n += 1,
-                None => s.missed.push((stream, 1)),
+                None => missed.push((stream, 1)),
             }
             Offer::Dropped
         }
@@ -109,7 +110,9 @@ impl Worker {
     /// Routes one data message to every subscriber of its stream.
     pub(super) fn fan_out(&mut self, msg: DataMsg) {
         self.stats.data_in.inc();
-        let bp = &self.cfg.backpressure;
+        // One refcount per message: the config stays borrowed while sessions are mutated.
+        let cfg = std::sync::Arc::clone(&self.cfg);
+        let bp = &cfg.backpressure;
         if !self.streams.contains(msg.stream) {
             let mut subscribers = Vec::new();
             for (k, s) in self.sessions.iter_mut() {
@@ -123,10 +126,11 @@ impl Worker {
                 .insert(msg.stream, msg.key.clone(), subscribers, policy);
         }
         let gap = self.streams.note_seq(msg.stream, msg.seq);
+        self.record_history(&msg);
         let Some(entry) = self.streams.get(msg.stream) else {
             return;
         };
-        let batch = &self.cfg.batch;
+        let batch = &cfg.batch;
         let mut routed = 0u64;
         for &k in &entry.subscribers {
             let Some(s) = self.sessions.get_mut(k) else {
@@ -135,6 +139,27 @@ impl Worker {
             if gap > 0 {
                 s.conn
                     .send(outbound::dropped(&entry.key, gap, "worker_overloaded"));
+            }
+            if s.subs.has_throttles() {
+                let interval = s.subs.throttle_for(&entry.key);
+                if interval > 0 {
+                    let throttle = s.throttle.get_or_insert_with(Default::default);
+                    if let super::recovery::Admit::Held { replaced, arm } =
+                        super::recovery::admit(throttle, &msg, interval, self.now)
+                    {
+                        routed += 1;
+                        s.data_queued += 1;
+                        if replaced {
+                            s.conflated += 1;
+                            self.stats.conflated.inc();
+                        }
+                        if let Some(at) = arm {
+                            let t = Timer::new(k, s.id, TimerKind::Throttle);
+                            self.timers.insert(at, t);
+                        }
+                        continue;
+                    }
+                }
             }
             let urgent = match offer(s, &msg, entry.policy, bp, self.now, &self.stats) {
                 Offer::NotOpen => continue,
@@ -185,7 +210,7 @@ impl Worker {
             return;
         }
         s.over_soft_since = None;
-        for (stream, count) in std::mem::take(&mut s.missed) {
+        for (stream, count) in s.missed.take().map(|m| *m).unwrap_or_default() {
             if let Some(entry) = self.streams.get(stream) {
                 s.conn
                     .send(outbound::dropped(&entry.key, count, "slow_consumer"));

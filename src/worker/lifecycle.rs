@@ -30,6 +30,8 @@ pub enum TimerKind {
     AcceptRetry,
     /// The session's token expires (unless it was refreshed since).
     TokenExpiry,
+    /// Held throttled messages are due.
+    Throttle,
 }
 
 /// A timer entry: which session (slab key + connection id, so a reused key is not confused)
@@ -235,6 +237,7 @@ impl Worker {
                     self.arm(at, key, id, TimerKind::TokenExpiry);
                 }
             }
+            TimerKind::Throttle => return self.on_throttle_timer(key, at),
             TimerKind::Housekeeping | TimerKind::AcceptRetry => {}
         }
         self.settle(key);

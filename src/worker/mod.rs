@@ -4,6 +4,7 @@
 
 mod delivery;
 mod lifecycle;
+mod recovery;
 mod requests;
 pub mod session;
 
@@ -445,6 +446,9 @@ impl Worker {
             };
             self.shared.admission.unregister_user(&a.user, me);
         }
+        let held = s.throttle.as_ref().map_or(0, |t| t.held()) as u64;
+        s.dropped_on_close += held;
+        self.stats.dropped_on_close.add(held);
         let unwritten = s.conn.out_mut().clear();
         s.dropped_on_close += unwritten.frames as u64;
         self.stats.dropped_on_close.add(unwritten.frames as u64);

@@ -206,7 +206,11 @@ impl Worker {
         let max_filters = self.cfg.limits.max_filters_per_connection;
         let s = &mut self.sessions[key];
         let reply: Bytes = match req {
-            ClientRequest::Subscribe { id, filter } => {
+            ClientRequest::Subscribe {
+                id,
+                filter,
+                options,
+            } => {
                 if let Some(patterns) = s.auth.as_ref().and_then(|a| a.channels.as_ref()) {
                     if !channels::filter_allowed(&filter, patterns) {
                         self.stats.forbidden_subscriptions.inc();
@@ -214,15 +218,32 @@ impl Worker {
                         return self.send_error(key, id.as_deref(), ErrorCode::Forbidden, msg);
                     }
                 }
-                match s
-                    .subs
-                    .subscribe(&mut self.streams, key, filter.clone(), max_filters)
-                {
-                    Ok((n, new)) => {
-                        if new {
+                let throttle = options.throttle_ms;
+                match s.subs.subscribe(
+                    &mut self.streams,
+                    key,
+                    filter.clone(),
+                    throttle,
+                    max_filters,
+                ) {
+                    Ok(done) => {
+                        if done.new {
                             self.stats.subscriptions_active.inc();
                         }
-                        outbound::subscribed(id.as_deref(), &filter_id(n), &filter)
+                        let (recovery, frames) = self.recover(&done.added, &options);
+                        let epoch = &self.shared.epoch;
+                        let fid = filter_id(done.n);
+                        let reply = outbound::subscribed(
+                            id.as_deref(),
+                            &fid,
+                            &filter,
+                            throttle,
+                            epoch,
+                            recovery.as_ref(),
+                        );
+                        self.sessions[key].conn.send(reply);
+                        self.queue_recovered(key, frames);
+                        return;
                     }
                     Err(SubscribeError::TooMany) => {
                         let msg = format!("at most {max_filters} filters per connection");

@@ -269,6 +269,13 @@ pub struct Snapshot {
     pub publishers: u64,
     /// Heartbeat pings sent.
     pub pings_sent: u64,
+    /// Bytes of frames in the stream histories, summed over workers (a frame shared by two
+    /// workers counts twice).
+    pub history_bytes: u64,
+    /// Messages replayed on resume.
+    pub replayed: u64,
+    /// Snapshot messages sent.
+    pub snapshots: u64,
     /// Delivery latency (accepted → written to the socket), all workers, in ms.
     pub latency_ms: latency::LatencySummary,
     /// Where every data message routed to a connection went.
@@ -419,6 +426,9 @@ impl StatsRegistry {
             s.write_syscalls += w.write_syscalls.get();
             closed += w.connections_closed.get();
             s.pings_sent += w.pings_sent.get();
+            s.history_bytes += w.history_bytes.get();
+            s.replayed += w.replayed.get();
+            s.snapshots += w.snapshots.get();
             let d = &mut s.delivery;
             d.routed += w.messages_forwarded.get();
             d.written += w.data_written.get();

@@ -214,6 +214,24 @@ pub fn render(s: &Snapshot, status: Status) -> String {
         "Heartbeat pings sent.",
         s.pings_sent as f64,
     );
+    e.single(
+        "tickfan_history_bytes",
+        "gauge",
+        "Bytes of frames in the per-stream histories, summed over workers.",
+        s.history_bytes as f64,
+    );
+    e.single(
+        "tickfan_replayed_total",
+        "counter",
+        "Messages replayed on resume.",
+        s.replayed as f64,
+    );
+    e.single(
+        "tickfan_snapshots_total",
+        "counter",
+        "Snapshot messages sent.",
+        s.snapshots as f64,
+    );
     e.family(
         "tickfan_errors_total",
         "counter",

@@ -214,6 +214,8 @@ fn memory_guard_sheds_slow_consumers_and_reports_degraded() {
         "backpressure.memory_limit_bytes=1",
         "backpressure.soft_grace_ms=60000",
         "backpressure.hard_limit_bytes=100000000",
+        // Shed only queues over 256 KiB: the slow client passes that, a reading one does not.
+        "backpressure.soft_limit_bytes=262144",
     ]);
     let mut slow = slow_subscriber(&server, 4096);
     slow.subscribe(1, &["x"], &[], &[]);

@@ -21,6 +21,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod net;
 pub mod notify;
+pub mod procfs;
 pub mod protocol;
 pub mod routing;
 pub mod server;

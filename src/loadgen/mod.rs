@@ -3,7 +3,6 @@
 //! of the server under test. See docs/benchmarks.md.
 
 pub mod baseline;
-pub mod proc;
 pub mod run;
 pub mod scenario;
 pub mod wire;

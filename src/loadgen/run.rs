@@ -13,9 +13,9 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
-use super::proc::{cpu_times, rss_bytes, CpuTimes};
 use super::scenario::Scenario;
 use super::wire;
+use crate::procfs::{cpu_times, rss_bytes, CpuTimes};
 
 /// Default for [`Scenario::concurrency`]-less runs: connections in their handshake at once.
 pub const DEFAULT_CONCURRENCY: usize = 100;

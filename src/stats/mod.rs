@@ -209,14 +209,7 @@ pub struct StatsRegistry {
 
 /// Resident memory of this process in bytes, from /proc (0 where unavailable).
 pub fn resident_bytes() -> u64 {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return 0;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    crate::procfs::own_rss_bytes()
 }
 
 /// A point-in-time sum over workers, for `/health`, `/stats` and the SIGUSR1 dump.

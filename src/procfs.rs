@@ -1,4 +1,5 @@
-//! Reading another process's CPU time and resident memory from /proc (the server under test).
+//! Reading a process's CPU time and resident memory from /proc: this process (the memory guard,
+//! `/stats`) or the server under test (the load tool).
 
 /// Clock ticks per second of /proc/PID/stat times (USER_HZ: 100 on Linux).
 const TICKS_PER_SEC: f64 = 100.0;
@@ -29,7 +30,19 @@ pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
 
 /// Resident memory of process `pid` in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    vm_rss(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// Resident memory of this process in bytes (0 where /proc is unavailable).
+pub fn own_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| vm_rss(&s))
+        .unwrap_or(0)
+}
+
+/// `VmRSS` from the text of /proc/PID/status, in bytes.
+fn vm_rss(status: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))

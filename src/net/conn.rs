@@ -34,6 +34,10 @@ pub struct ConnIo {
     /// next read would only return `EAGAIN` (a syscall saved per event; with edge-triggered
     /// readiness, data arriving later raises a new event, which re-arms reading).
     pub drained: bool,
+    /// Whether the open WebSocket may still send (tungstenite's `can_write`, cached here, in
+    /// the padding beside `drained`, so the hot path does not touch the boxed context of every
+    /// connection it writes to).
+    pub writable: bool,
 }
 
 impl Read for ConnIo {
@@ -112,6 +116,7 @@ impl Conn {
                 out: OutQueue::new(),
                 bytes_in: 0,
                 drained: false,
+                writable: false,
             },
             phase: Phase::Head(Vec::new()),
             peer,
@@ -135,13 +140,13 @@ impl Conn {
 
     /// Whether the WebSocket is open and may carry messages.
     pub fn is_open(&self) -> bool {
-        matches!(&self.phase, Phase::Open(ctx) if ctx.can_write())
+        self.io.writable && matches!(self.phase, Phase::Open(_))
     }
 
     /// Whether a close is under way (close frame sent or received, or lingering).
     pub fn is_closing(&self) -> bool {
         match &self.phase {
-            Phase::Open(ctx) => !ctx.can_write(),
+            Phase::Open(_) => !self.io.writable,
             Phase::Lingering { .. } => true,
             _ => false,
         }
@@ -203,7 +208,11 @@ impl Conn {
             }
             Phase::Routed(_) => ReadEvent::WouldBlock,
             Phase::Open(ctx) => match ctx.read(&mut self.io) {
-                Ok(msg) => ReadEvent::Message(msg),
+                Ok(msg) => {
+                    // A close from the peer ends the sending side.
+                    self.io.writable = ctx.can_write();
+                    ReadEvent::Message(msg)
+                }
                 Err(WsError::Io(e)) if super::would_block(&e) => ReadEvent::WouldBlock,
                 Err(WsError::Io(e)) if super::interrupted(&e) => {
                     self.read_event(max_head_bytes, scratch)
@@ -265,6 +274,7 @@ impl Conn {
         self.io.out.push(http::upgrade_response(key));
         let ctx = WebSocketContext::from_partially_read(rest, Role::Server, Some(config));
         self.phase = Phase::Open(Box::new(ctx));
+        self.io.writable = true;
     }
 
     /// Queues a plain HTTP response and closes after it is written.
@@ -318,6 +328,7 @@ impl Conn {
                 code: WsCloseCode::from(code.as_u16()),
                 reason: reason.into(),
             };
+            self.io.writable = false;
             if ctx.close(&mut self.io, Some(frame)).is_err() {
                 self.phase = Phase::Lingering {
                     shut: false,

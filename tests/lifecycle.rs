@@ -198,3 +198,28 @@ fn batch_max_messages_flushes_before_the_window() {
         assert_eq!(sub.recv()["seq"], i + 1);
     }
 }
+
+#[test]
+fn data_and_end_of_stream_in_one_event_close_at_once() {
+    // Long timers: only noticing the end of stream can end these connections quickly.
+    let server = start(&[
+        "heartbeat.ping_interval_ms=60000",
+        "heartbeat.close_timeout_ms=30000",
+    ]);
+    let addr = server.public_addr().unwrap();
+    // A close frame immediately followed by FIN.
+    let mut a = raw_ws(addr);
+    a.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8]).unwrap();
+    a.shutdown(std::net::Shutdown::Write).unwrap();
+    // A message immediately followed by FIN (the peer vanishes without a close frame).
+    let mut b = raw_ws(addr);
+    let ping = br#"{"type":"ping"}"#;
+    let mut frame = vec![0x81, 0x80 | ping.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(ping);
+    b.write_all(&frame).unwrap();
+    b.shutdown(std::net::Shutdown::Write).unwrap();
+    let t0 = Instant::now();
+    wait_until("both gone", || server.stats().open_sockets == 0);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(server.stats().closed.close_timeout, 0);
+}

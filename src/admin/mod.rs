@@ -149,7 +149,7 @@ pub fn run(
                         continue;
                     };
                     let max = shared.config().limits.max_request_head_bytes;
-                    conn.readable();
+                    conn.readable(true);
                     loop {
                         match conn.read_event(max, &mut scratch) {
                             ReadEvent::Head(head) => conn.respond(route(&shared, &links, &head)),

@@ -250,7 +250,9 @@ impl IngestServer {
     fn on_event(&mut self, key: usize) {
         let max_head = self.cfg.limits.max_request_head_bytes;
         if let Some(p) = self.publishers.get_mut(key) {
-            p.conn.readable();
+            // Few connections: always read to EAGAIN (the event's end-of-stream flag is not
+            // passed down here).
+            p.conn.readable(true);
         }
         loop {
             let Some(p) = self.publishers.get_mut(key) else {

@@ -34,6 +34,9 @@ pub struct ConnIo {
     /// next read would only return `EAGAIN` (a syscall saved per event; with edge-triggered
     /// readiness, data arriving later raises a new event, which re-arms reading).
     pub drained: bool,
+    /// The peer closed its side: read until the 0-byte read, never stop at a short one (no new
+    /// event would come for an end of stream already reported).
+    pub until_eof: bool,
     /// Whether the open WebSocket may still send (tungstenite's `can_write`, cached here, in
     /// the padding beside `drained`, so the hot path does not touch the boxed context of every
     /// connection it writes to).
@@ -47,7 +50,7 @@ impl Read for ConnIo {
         }
         let n = self.sock.read(buf)?;
         self.bytes_in += n as u64;
-        if n < buf.len() {
+        if n < buf.len() && !self.until_eof {
             self.drained = true;
         }
         Ok(n)
@@ -116,6 +119,7 @@ impl Conn {
                 out: OutQueue::new(),
                 bytes_in: 0,
                 drained: false,
+                until_eof: false,
                 writable: false,
             },
             phase: Phase::Head(Vec::new()),
@@ -178,8 +182,11 @@ impl Conn {
     }
 
     /// Call when a readiness event says the socket is readable: reading resumes.
-    pub fn readable(&mut self) {
+    /// `peer_closed` (the event also reported the peer's end of stream, or an error) makes the
+    /// next reads go on to the end of stream instead of stopping at a short read.
+    pub fn readable(&mut self, peer_closed: bool) {
         self.io.drained = false;
+        self.io.until_eof |= peer_closed;
     }
 
     /// Reads the next event. Call until [`ReadEvent::WouldBlock`] (edge-triggered readiness).

@@ -193,8 +193,9 @@ impl Worker {
                         backlog = self.drain_inbox();
                     }
                     Token(k) => {
-                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                        self.on_conn_event(k, readable, ev.is_writable())
+                        let closed = ev.is_read_closed() || ev.is_error();
+                        let readable = ev.is_readable() || closed;
+                        self.on_conn_event(k, readable, closed, ev.is_writable())
                     }
                 }
             }
@@ -301,9 +302,9 @@ impl Worker {
         true
     }
 
-    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool) {
+    fn on_conn_event(&mut self, key: usize, readable: bool, peer_closed: bool, writable: bool) {
         if readable {
-            self.read_all(key);
+            self.read_all(key, peer_closed);
         }
         if writable {
             self.mark_dirty(key);
@@ -312,10 +313,10 @@ impl Worker {
     }
 
     /// Reads and handles everything the socket has (edge-triggered: until it would block).
-    fn read_all(&mut self, key: usize) {
+    fn read_all(&mut self, key: usize, peer_closed: bool) {
         let max_head = self.cfg.limits.max_request_head_bytes;
         if let Some(s) = self.sessions.get_mut(key) {
-            s.conn.readable();
+            s.conn.readable(peer_closed);
         }
         loop {
             let Some(s) = self.sessions.get_mut(key) else {

@@ -41,15 +41,9 @@ struct Publisher {
 
 /// tungstenite's settings for publisher connections: batches up to `limits.max_publish_bytes`.
 fn publisher_ws_config(cfg: &Config) -> WebSocketConfig {
-    let max = cfg.limits.max_publish_bytes;
-    WebSocketConfig::default()
-        // tungstenite zeroes the free part of its read buffer before every read: keep it small
-        // (a larger frame still gets room for its whole length).
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(usize::MAX)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
+    // tungstenite zeroes the free part of its read buffer before every read: keep it small
+    // (a larger frame still gets room for its whole length).
+    crate::net::conn::ws_config(8 * 1024, cfg.limits.max_publish_bytes)
 }
 
 /// The ingest thread's state.
@@ -266,24 +260,21 @@ impl IngestServer {
                         p.conn.respond(http::error_response(404, "not found"));
                         continue;
                     }
-                    if http::check_upgrade(&head).is_ok()
-                        && !crate::auth::publisher_allowed(&self.cfg.auth, &head)
-                    {
-                        info!(
-                            "publisher {} from {} refused: no valid token",
-                            p.id, p.conn.peer
-                        );
-                        let body = b"a valid publisher token is required\n";
-                        let extra = [("WWW-Authenticate", "Bearer")];
-                        p.conn.respond(http::response(
-                            401,
-                            "text/plain; charset=utf-8",
-                            body,
-                            &extra,
-                        ));
-                        continue;
-                    }
                     match http::check_upgrade(&head) {
+                        Ok(_) if !crate::auth::publisher_allowed(&self.cfg.auth, &head) => {
+                            info!(
+                                "publisher {} from {} refused: no valid token",
+                                p.id, p.conn.peer
+                            );
+                            let body = b"a valid publisher token is required\n";
+                            let extra = [("WWW-Authenticate", "Bearer")];
+                            p.conn.respond(http::response(
+                                401,
+                                "text/plain; charset=utf-8",
+                                body,
+                                &extra,
+                            ));
+                        }
                         Ok(ws_key) => {
                             let ws_key = ws_key.to_string();
                             p.conn.upgrade(&head, &ws_key, self.ws_config);

@@ -84,6 +84,18 @@ enum Phase {
     Done,
 }
 
+/// tungstenite's settings for a gateway-side WebSocket: our own output queue (no write
+/// buffer), a read buffer of `read_buffer_bytes`, and messages and frames of at most
+/// `max_message_bytes`.
+pub fn ws_config(read_buffer_bytes: usize, max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(usize::MAX)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
 /// What a read produced.
 #[derive(Debug)]
 pub enum ReadEvent {

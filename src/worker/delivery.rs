@@ -230,15 +230,12 @@ impl Worker {
     /// the process is over `backpressure.memory_limit_bytes`.
     pub(super) fn housekeeping(&mut self) {
         self.latency.publish(&self.stats.latency);
-        // Idle connections give their queue's slot array back.
+        // One pass: idle connections give their queue's slot array back; the rest are summed.
+        let mut total = 0usize;
         for (_, s) in self.sessions.iter_mut() {
             s.conn.out_mut().shrink_if_idle();
+            total += s.conn.out().pending_bytes();
         }
-        let total: usize = self
-            .sessions
-            .iter()
-            .map(|(_, s)| s.conn.out().pending_bytes())
-            .sum();
         self.stats.pending_bytes.set(total as u64);
         self.stats.peak_pending_bytes.set(self.peak_pending as u64);
         let bp = &self.cfg.backpressure;

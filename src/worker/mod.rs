@@ -44,13 +44,7 @@ const SCRATCH_BYTES: usize = 4096;
 /// tungstenite's settings for subscriber connections: small read buffer, our own write
 /// queue, and the client message limit.
 fn ws_config(cfg: &Config) -> WebSocketConfig {
-    let limits = &cfg.limits;
-    WebSocketConfig::default()
-        .read_buffer_size(limits.read_buffer_bytes)
-        .write_buffer_size(0)
-        .max_write_buffer_size(usize::MAX)
-        .max_message_size(Some(limits.max_message_bytes))
-        .max_frame_size(Some(limits.max_message_bytes))
+    crate::net::conn::ws_config(cfg.limits.read_buffer_bytes, cfg.limits.max_message_bytes)
 }
 
 /// Everything a worker owns.

@@ -22,6 +22,9 @@ pub struct DataMsg {
     pub frame: Bytes,
     /// When the gateway accepted it ([`crate::clock::mono_ns`]), for delivery latency.
     pub ingest_ns: u64,
+    /// Messages of this stream right before it that never reached this node (seqs skipped on
+    /// the bus); 0 for local sources.
+    pub missed: u64,
 }
 
 /// What a worker receives from outside its loop.
@@ -33,6 +36,9 @@ pub enum WorkerMsg {
     Stall(std::time::Duration),
     /// Write every connection's pending output now (`POST /flush`) and report.
     Flush(Sender<FlushReport>),
+    /// A new epoch began (the bus's sequence was reset): forget every stream's seq and
+    /// history and close every subscriber with 1012 so that it subscribes again.
+    EpochReset,
     /// Close connection `conn` of this worker (a newer connection of its user replaced it).
     Replace {
         /// Connection id.
@@ -89,6 +95,14 @@ impl WorkerLink {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
         }
+    }
+
+    /// Queues a message that must not be lost to a full channel, waiting up to a second for
+    /// room (a worker drains its inbox every loop turn). Returns whether it was queued.
+    pub fn send_blocking(&self, msg: WorkerMsg) -> bool {
+        self.tx
+            .send_timeout(msg, std::time::Duration::from_secs(1))
+            .is_ok()
     }
 
     /// Wakes the worker unless a wake is already pending. Call once per batch.

@@ -12,6 +12,8 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod backoff;
+pub mod broker;
 pub mod bus;
 pub mod clock;
 pub mod config;

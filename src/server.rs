@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::bus;
 use crate::config::{Config, ConfigError, FeedKind};
-use crate::ingest::{self, Dispatcher, IngestServer};
+use crate::ingest::{self, Dispatcher, IngestServer, Sink};
 use crate::net::listener;
 use crate::shared::Shared;
 use crate::stats::Snapshot;
@@ -142,12 +142,23 @@ impl ServerHandle {
             shared.stats.ingest.clone(),
             max_streams,
         )));
+        let bus_cfg = shared.config().bus.clone();
+        let sink = if bus_cfg.enabled() {
+            let bus = crate::broker::start(&shared, &dispatcher).map_err(io_err("the bus"))?;
+            handle.source_threads.extend(bus.threads);
+            match bus.forwarder {
+                Some(f) => Sink::Bus(f),
+                None => Sink::Refuse,
+            }
+        } else {
+            Sink::Local(dispatcher.clone())
+        };
         if let Some(l) = ingest_listener {
             let poll = Poll::new().map_err(io_err("the ingest poll"))?;
             let waker =
                 Arc::new(Waker::new(poll.registry(), ingest::WAKER).map_err(io_err("a waker"))?);
             handle.wakers.push(waker);
-            let server = IngestServer::new(poll, l, dispatcher.clone(), shared.clone())
+            let server = IngestServer::new(poll, l, sink.clone(), shared.clone())
                 .map_err(io_err("the ingest listener"))?;
             handle
                 .source_threads
@@ -169,8 +180,13 @@ impl ServerHandle {
                     }
                 })?);
         }
-        if shared.config().feed.source == Some(FeedKind::Synthetic) {
-            let (s, d) = (shared.clone(), dispatcher.clone());
+        let feed_on = shared.config().feed.source == Some(FeedKind::Synthetic);
+        if feed_on && matches!(sink, Sink::Refuse) {
+            log::warn!(
+                "synthetic feed not started: this node only reads the bus (bus.role = edge)"
+            );
+        } else if feed_on {
+            let (s, d) = (shared.clone(), sink.clone());
             handle
                 .source_threads
                 .push(spawn("tickfan-feed".into(), move || {

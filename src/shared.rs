@@ -22,8 +22,8 @@ pub struct Shared {
     /// Per-IP and per-user admission counts.
     pub admission: crate::admission::Admission,
     links: OnceLock<Vec<crate::bus::WorkerLink>>,
-    /// A random id chosen at start: seqs of an earlier epoch cannot be resumed.
-    pub epoch: String,
+    /// A random id chosen at start (or the bus's): seqs of another epoch cannot be resumed.
+    epoch: RwLock<Arc<str>>,
 }
 
 /// The last server-side error (not a client's mistake): what and when.
@@ -49,7 +49,7 @@ impl Shared {
             last_error: Mutex::new(None),
             admission: crate::admission::Admission::default(),
             links: OnceLock::new(),
-            epoch: new_epoch(),
+            epoch: RwLock::new(new_epoch().into()),
         }
     }
 
@@ -75,6 +75,24 @@ impl Shared {
     /// Sets the workers' inboxes once they exist (for messages between workers).
     pub fn set_links(&self, links: Vec<crate::bus::WorkerLink>) {
         let _ = self.links.set(links);
+    }
+
+    /// The epoch in force: seqs are comparable only within one epoch.
+    pub fn epoch(&self) -> Arc<str> {
+        self.epoch
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adopts another epoch (the bus's); returns whether it changed.
+    pub fn set_epoch(&self, epoch: &str) -> bool {
+        let mut e = self.epoch.write().unwrap_or_else(PoisonError::into_inner);
+        if &**e == epoch {
+            return false;
+        }
+        *e = epoch.into();
+        true
     }
 
     /// Worker `index`'s inbox, once the workers exist.
@@ -146,7 +164,7 @@ impl Shared {
 
 /// A random 64-bit id in hex, from the clock, the pid and the address of a stack value mixed
 /// by splitmix64 (unique per start; not a secret).
-fn new_epoch() -> String {
+pub fn new_epoch() -> String {
     let probe = 0u8;
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

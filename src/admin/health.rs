@@ -5,11 +5,15 @@
 //!   message was accepted within `health.max_ingest_silence_ms` (when that is not 0);
 //! - degraded (HTTP 200): some worker is stalled; the process is over
 //!   `backpressure.memory_limit_bytes`; a worker's channel overflowed within the last
-//!   [`RECENT_DROP_MS`]; or a server-side error was recorded within `health.error_window_ms`.
+//!   [`RECENT_DROP_MS`]; a server-side error was recorded within `health.error_window_ms`;
+//!   the Redis bus is down (for what the node's role needs); or an upstream connector is down.
+//!   A bus outage only degrades: when Redis itself is gone every node would otherwise leave
+//!   the load balancer at once.
 
 use serde::Serialize;
 
 use crate::shared::{now_ms, LastError, Shared};
+use crate::stats::sources::LinkState;
 use crate::stats::Snapshot;
 
 /// How long a channel overflow keeps the gateway degraded.
@@ -68,6 +72,12 @@ pub struct Health {
     pub streams: u64,
     /// Worker threads.
     pub workers: usize,
+    /// The Redis bus, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<crate::stats::sources::BusSnapshot>,
+    /// Upstream exchange connectors.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<crate::stats::sources::UpstreamSnapshot>,
 }
 
 /// Workers whose loop has not turned within `health.worker_stall_ms` (or that exited).
@@ -134,6 +144,19 @@ pub fn check(shared: &Shared, snap: &Snapshot) -> Health {
     if last_drop > 0 && now.saturating_sub(last_drop) < RECENT_DROP_MS {
         degraded.push("a worker's channel was full: messages dropped for its subscribers".into());
     }
+    if let Some(bus) = &snap.bus {
+        if bus.state != LinkState::Up {
+            degraded.push(format!(
+                "the bus is down (reader {:?}, writer {:?}, role {})",
+                bus.reader, bus.writer, bus.role
+            ));
+        }
+    }
+    for u in &snap.upstreams {
+        if u.state != LinkState::Up {
+            degraded.push(format!("upstream {} is not connected", u.name));
+        }
+    }
     let last_error = shared.last_error();
     if let Some(e) = &last_error {
         if now.saturating_sub(e.timestamp) < cfg.health.error_window_ms {
@@ -162,5 +185,7 @@ pub fn check(shared: &Shared, snap: &Snapshot) -> Health {
         publishers: snap.publishers,
         streams: snap.streams,
         workers: snap.workers.len(),
+        bus: snap.bus.clone(),
+        upstreams: snap.upstreams.clone(),
     }
 }

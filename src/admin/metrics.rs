@@ -122,6 +122,11 @@ pub fn render(s: &Snapshot, status: Status) -> String {
         &[("source", "feed")],
         s.accepted_from_feed as f64,
     );
+    e.sample(
+        "tickfan_messages_accepted_total",
+        &[("source", "upstream")],
+        s.accepted_from_upstreams as f64,
+    );
     e.single(
         "tickfan_messages_rejected_total",
         "counter",
@@ -255,6 +260,7 @@ pub fn render(s: &Snapshot, status: Status) -> String {
         ("protocol", c.protocol),
         ("rate_limit", c.rate_limit),
         ("io_error", c.io_error),
+        ("restart", c.restart),
         (
             "other",
             c.total.saturating_sub(
@@ -265,7 +271,8 @@ pub fn render(s: &Snapshot, status: Status) -> String {
                     + c.shutdown
                     + c.protocol
                     + c.rate_limit
-                    + c.io_error,
+                    + c.io_error
+                    + c.restart,
             ),
         ),
     ] {
@@ -340,5 +347,110 @@ pub fn render(s: &Snapshot, status: Status) -> String {
             w.messages_forwarded as f64,
         );
     }
+    sources(&mut e, s);
     e.out
+}
+
+/// The bus and the upstream connectors.
+fn sources(e: &mut Exposition, s: &Snapshot) {
+    use crate::stats::sources::LinkState;
+    let up = |st: LinkState| if st == LinkState::Up { 1.0 } else { 0.0 };
+    if let Some(b) = &s.bus {
+        e.family(
+            "tickfan_bus_up",
+            "gauge",
+            "1 when the bus connection is up, by direction (reader: edge, writer: ingest).",
+        );
+        e.sample("tickfan_bus_up", &[("direction", "reader")], up(b.reader));
+        e.sample("tickfan_bus_up", &[("direction", "writer")], up(b.writer));
+        e.family(
+            "tickfan_bus_messages_total",
+            "counter",
+            "Messages through the bus, by direction.",
+        );
+        e.sample(
+            "tickfan_bus_messages_total",
+            &[("direction", "published")],
+            b.published as f64,
+        );
+        e.sample(
+            "tickfan_bus_messages_total",
+            &[("direction", "received")],
+            b.received as f64,
+        );
+        e.family(
+            "tickfan_bus_lost_total",
+            "counter",
+            "Messages lost on the way through the bus, by reason.",
+        );
+        for (reason, n) in [
+            ("bus_down", b.lost_bus_down),
+            ("queue_full", b.lost_queue_full),
+            ("gap", b.gap_messages),
+            ("stale", b.stale),
+            ("invalid", b.invalid),
+        ] {
+            e.sample("tickfan_bus_lost_total", &[("reason", reason)], n as f64);
+        }
+        e.single(
+            "tickfan_bus_reconnects_total",
+            "counter",
+            "Bus connections made again after a loss.",
+            b.reconnects as f64,
+        );
+        e.single(
+            "tickfan_bus_epoch_changes_total",
+            "counter",
+            "Epoch changes adopted from the bus.",
+            b.epoch_changes as f64,
+        );
+    }
+    if s.upstreams.is_empty() {
+        return;
+    }
+    e.family(
+        "tickfan_upstream_up",
+        "gauge",
+        "1 while the upstream connection is open.",
+    );
+    for u in &s.upstreams {
+        e.sample("tickfan_upstream_up", &[("upstream", &u.name)], up(u.state));
+    }
+    for (name, help, get) in [
+        (
+            "tickfan_upstream_connects_total",
+            "Upstream connection attempts.",
+            (|u| u.connects) as fn(&crate::stats::sources::UpstreamSnapshot) -> u64,
+        ),
+        (
+            "tickfan_upstream_disconnects_total",
+            "Upstream connections failed or lost.",
+            |u| u.disconnects,
+        ),
+        (
+            "tickfan_upstream_stale_total",
+            "Upstream connections replaced after silence.",
+            |u| u.stale,
+        ),
+        (
+            "tickfan_upstream_messages_total",
+            "Upstream messages accepted.",
+            |u| u.messages,
+        ),
+        (
+            "tickfan_upstream_unmapped_total",
+            "Upstream messages that did not map to a stream (garbage, unknown events).",
+            |u| u.unmapped,
+        ),
+        (
+            "tickfan_upstream_refused_total",
+            "Upstream messages refused by the pipeline (bus down, stream limit).",
+            |u| u.refused,
+        ),
+    ] {
+        e.family(name, "counter", help);
+        for u in &s.upstreams {
+            e.sample(name, &[("upstream", &u.name)], get(u) as f64);
+        }
+    }
 }

@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 
 mod builder;
 pub mod reload;
+mod sources;
 
 pub use builder::ConfigBuilder;
+pub use sources::{BusConfig, BusRole, UpstreamConfig, UpstreamFormat};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -88,6 +90,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Per-stream history for snapshots and resume.
     pub history: HistoryConfig,
+    /// The Redis bus between nodes.
+    pub bus: BusConfig,
+    /// Upstream exchange WebSocket feeds (`[[upstream]]`).
+    pub upstream: Vec<UpstreamConfig>,
 }
 
 /// `[history]`: the ring of recent messages each worker keeps per stream, for `snapshot` and
@@ -574,6 +580,8 @@ impl Config {
             }
         }
         crate::auth::Authenticator::from_config(&self.auth)?;
+        self.bus.validate()?;
+        sources::validate_upstreams(&self.upstream)?;
         if self.backpressure.hard_limit_bytes < self.backpressure.soft_limit_bytes {
             return Err(ConfigError::key(
                 "backpressure.hard_limit_bytes",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::Config;
 
 /// Tables and keys that a running gateway cannot change (a restart applies them).
-const RESTART_ONLY: [&str; 3] = ["server.", "feed.", "log.file"];
+const RESTART_ONLY: [&str; 5] = ["server.", "feed.", "log.file", "bus.", "upstream"];
 
 /// The outcome of a reload.
 #[derive(Debug)]

@@ -24,6 +24,9 @@ struct StreamState {
 pub enum DispatchError {
     /// It would create a stream past `limits.max_streams`.
     TooManyStreams,
+    /// Its bus-assigned seq is not newer than the last one of its stream (a duplicate or a
+    /// late message): dropped.
+    Stale,
 }
 
 /// Sequences and fans out data messages.
@@ -53,6 +56,18 @@ impl Dispatcher {
     /// Sequences one message and queues it on every worker. Returns its `seq`. Call
     /// [`wake_workers`](Self::wake_workers) after the batch.
     pub fn publish(&mut self, msg: &PublishMsg<'_>, now_ms: u64) -> Result<u64, DispatchError> {
+        self.publish_at(msg, None, now_ms)
+    }
+
+    /// Like [`publish`](Self::publish), with the seq assigned before the bus when given: a
+    /// seq that skips ahead counts the skipped messages as missed (`bus_gap`), one that is
+    /// not newer is refused as [`DispatchError::Stale`].
+    pub fn publish_at(
+        &mut self,
+        msg: &PublishMsg<'_>,
+        assigned: Option<u64>,
+        now_ms: u64,
+    ) -> Result<u64, DispatchError> {
         self.lookup.clear();
         self.lookup.push_str(&msg.exchange);
         self.lookup.push('\0');
@@ -78,8 +93,20 @@ impl Dispatcher {
                     .or_insert(state)
             }
         };
-        state.last_seq += 1;
-        let seq = state.last_seq;
+        let (seq, missed) = match assigned {
+            None => (state.last_seq + 1, 0),
+            Some(seq) if seq <= state.last_seq => {
+                self.stats.bus_stale.inc();
+                return Err(DispatchError::Stale);
+            }
+            // The first message of a stream on this node sets where it starts.
+            Some(seq) if state.last_seq == 0 => (seq, 0),
+            Some(seq) => (seq, seq - state.last_seq - 1),
+        };
+        if missed > 0 {
+            self.stats.bus_gap_messages.add(missed);
+        }
+        state.last_seq = seq;
         let frame = outbound::data_frame(&state.prefix, seq, msg.ts.unwrap_or(now_ms), msg.data);
         let data = DataMsg {
             stream: state.id,
@@ -87,6 +114,7 @@ impl Dispatcher {
             seq,
             frame,
             ingest_ns: crate::clock::mono_ns(),
+            missed,
         };
         for w in &self.workers {
             if !w.try_send(WorkerMsg::Data(data.clone())) {
@@ -106,6 +134,19 @@ impl Dispatcher {
             for w in &self.workers {
                 w.wake();
             }
+        }
+    }
+
+    /// A new epoch: every stream starts again from the next seq the bus gives, and every
+    /// worker forgets its history and closes its subscribers (1012) so they subscribe again.
+    pub fn reset_epoch(&mut self) {
+        for s in self.streams.values_mut() {
+            s.last_seq = 0;
+        }
+        for w in &self.workers {
+            // A reset must not be lost to a full channel: wait for room.
+            w.send_blocking(WorkerMsg::EpochReset);
+            w.wake_now();
         }
     }
 
@@ -152,5 +193,36 @@ mod tests {
         };
         assert_eq!((first.stream, first.seq), (0, 1));
         d.wake_workers();
+    }
+
+    #[test]
+    fn bus_seqs_count_gaps_and_refuse_stale() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (link, inbox) = crate::bus::inbox(16, waker);
+        let stats = Arc::new(IngestStats::default());
+        let mut d = Dispatcher::new(vec![link], stats.clone(), 8);
+        // A node joining mid-stream starts where the bus is.
+        assert_eq!(d.publish_at(&msg("A", "1"), Some(40), 0), Ok(40));
+        assert_eq!(d.publish_at(&msg("A", "1"), Some(41), 0), Ok(41));
+        assert_eq!(
+            d.publish_at(&msg("A", "1"), Some(41), 0),
+            Err(DispatchError::Stale)
+        );
+        assert_eq!(d.publish_at(&msg("A", "1"), Some(45), 0), Ok(45));
+        assert_eq!(stats.bus_gap_messages.get(), 3);
+        assert_eq!(stats.bus_stale.get(), 1);
+        let missed: Vec<u64> = inbox
+            .rx
+            .try_iter()
+            .filter_map(|m| match m {
+                WorkerMsg::Data(d) => Some(d.missed),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(missed, vec![0, 0, 3]);
+        d.reset_epoch();
+        assert!(matches!(inbox.rx.try_recv(), Ok(WorkerMsg::EpochReset)));
+        assert_eq!(d.publish_at(&msg("A", "1"), Some(1), 0), Ok(1));
     }
 }

@@ -2,9 +2,10 @@
 //! validation with error replies, and the sequencer that hands data to the workers.
 
 pub mod dispatch;
+pub mod sink;
 
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -23,6 +24,7 @@ use crate::protocol::{outbound, CloseCode, ErrorCode};
 use crate::shared::{now_ms, Shared};
 use crate::stats::PublisherInfo;
 pub use dispatch::{DispatchError, Dispatcher};
+pub use sink::Sink;
 
 /// Token of the ingest listener.
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -51,7 +53,7 @@ pub struct IngestServer {
     poll: Poll,
     listener: Option<TcpListener>,
     publishers: Slab<Publisher>,
-    dispatcher: Arc<Mutex<Dispatcher>>,
+    sink: Sink,
     shared: Arc<Shared>,
     ws_config: WebSocketConfig,
     /// The configuration in force, re-read when the shared generation changes (SIGHUP).
@@ -66,7 +68,7 @@ impl IngestServer {
     pub fn new(
         poll: Poll,
         mut listener: TcpListener,
-        dispatcher: Arc<Mutex<Dispatcher>>,
+        sink: Sink,
         shared: Arc<Shared>,
     ) -> io::Result<Self> {
         poll.registry()
@@ -78,7 +80,7 @@ impl IngestServer {
             poll,
             listener: Some(listener),
             publishers: Slab::new(),
-            dispatcher,
+            sink,
             shared,
             ws_config,
             cfg,
@@ -343,28 +345,22 @@ impl IngestServer {
             Err(e) => return self.reject(key, e.code, &e.message, e.index),
         };
         let now = now_ms();
-        let mut errors = Vec::new();
-        let mut accepted = 0u64;
-        {
-            let mut d = self
-                .dispatcher
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            for (i, item) in parsed.iter().enumerate() {
-                match item {
-                    Ok(msg) => match d.publish(msg, now) {
-                        Ok(_) => accepted += 1,
-                        Err(DispatchError::TooManyStreams) => errors.push((
-                            ErrorCode::TooManyStreams,
-                            "stream limit reached: no new streams accepted".to_string(),
-                            (parsed.len() > 1).then_some(i),
-                        )),
-                    },
-                    Err(e) => errors.push((e.code, e.message.clone(), e.index)),
-                }
-            }
-            d.wake_workers();
-        }
+        let batch = parsed.len() > 1;
+        let valid = parsed
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| item.as_ref().ok().map(|m| (i, m)));
+        let (accepted, refused) = self.sink.publish(valid, now);
+        let mut errors: Vec<_> = parsed
+            .iter()
+            .filter_map(|item| item.as_ref().err())
+            .map(|e| (e.code, e.message.clone(), e.index))
+            .collect();
+        errors.extend(
+            refused
+                .into_iter()
+                .map(|(i, code, message)| (code, message, batch.then_some(i))),
+        );
         self.publishers[key].accepted += accepted;
         self.shared
             .stats

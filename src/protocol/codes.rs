@@ -21,11 +21,14 @@ pub enum ErrorCode {
     NotFound,
     /// A publisher message would create a stream past `limits.max_streams`.
     TooManyStreams,
+    /// The message could not be accepted now (the bus is down, or this node does not take
+    /// publishes); it was not delivered: retry, or publish to another node.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, for counters.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidMessage,
         ErrorCode::UnknownType,
@@ -35,6 +38,7 @@ impl ErrorCode {
         ErrorCode::MessageTooLarge,
         ErrorCode::NotFound,
         ErrorCode::TooManyStreams,
+        ErrorCode::Unavailable,
     ];
 
     /// The code as it appears on the wire.
@@ -49,6 +53,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "MESSAGE_TOO_LARGE",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::TooManyStreams => "TOO_MANY_STREAMS",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -75,6 +80,9 @@ pub enum CloseCode {
     TooBig,
     /// 1011: internal error.
     Internal,
+    /// 1012: service restart: the feed's epoch changed (a new sequence began); subscribe
+    /// again.
+    Restart,
     /// 1013: over capacity.
     TryAgainLater,
     /// 4001: slow consumer.
@@ -94,6 +102,7 @@ impl CloseCode {
             CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,
+            CloseCode::Restart => 1012,
             CloseCode::TryAgainLater => 1013,
             CloseCode::SlowConsumer => 4001,
             CloseCode::Replaced => 4002,

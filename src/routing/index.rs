@@ -118,6 +118,16 @@ impl StreamTable {
         (added, removed)
     }
 
+    /// Forgets every stream's last seq and history (a new epoch); returns the bytes freed.
+    pub fn reset_seqs(&mut self) -> usize {
+        let mut freed = 0;
+        for e in self.entries.iter_mut().flatten() {
+            e.last_seq = 0;
+            freed += e.history.drain(..).map(|h| h.frame.len()).sum::<usize>();
+        }
+        freed
+    }
+
     /// Records that `seq` of stream `id` arrived; returns how many messages before it never
     /// arrived (0 without a gap).
     pub fn note_seq(&mut self, id: StreamId, seq: u64) -> u64 {

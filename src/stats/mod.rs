@@ -2,6 +2,7 @@
 //! atomics, no shared counter on the hot path); readers sum them into snapshots.
 
 pub mod latency;
+pub mod sources;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -100,6 +101,8 @@ pub struct WorkerStats {
     pub closed_replaced: Counter,
     /// Connections closed with 1008 because their token expired.
     pub closed_token_expired: Counter,
+    /// Connections closed with 1012 because the bus's epoch changed.
+    pub closed_restart: Counter,
     /// Application messages received from clients.
     pub messages_received: Counter,
     /// Data messages taken from the worker's channel.
@@ -174,8 +177,14 @@ pub struct IngestStats {
     pub accepted_from_publishers: Counter,
     /// Messages accepted from the synthetic feed.
     pub accepted_from_feed: Counter,
+    /// Messages accepted from upstream exchange connectors.
+    pub accepted_from_upstreams: Counter,
     /// When a message was last accepted, ms since the epoch (0 = never).
     pub last_accept_ms: Counter,
+    /// Messages this node never received from the bus (skipped seqs while it was cut off).
+    pub bus_gap_messages: Counter,
+    /// Bus messages dropped because their seq was not newer than their stream's last.
+    pub bus_stale: Counter,
     /// Connected publishers and their counters (refreshed by the ingest thread).
     pub publishers: std::sync::Mutex<Vec<PublisherInfo>>,
 }
@@ -205,6 +214,12 @@ pub struct StatsRegistry {
     pub ingest: Arc<IngestStats>,
     /// Process start.
     pub started: Instant,
+    /// The Redis bus.
+    pub bus: Arc<sources::BusStats>,
+    /// The bus role, set when a bus is configured.
+    pub bus_role: std::sync::OnceLock<crate::config::BusRole>,
+    /// Upstream connectors, set at start.
+    pub upstreams: std::sync::OnceLock<Vec<Arc<sources::UpstreamStats>>>,
 }
 
 /// Resident memory of this process in bytes, from /proc (0 where unavailable).
@@ -279,6 +294,12 @@ pub struct Snapshot {
     pub refused: RefusedSnapshot,
     /// Per worker: active connections and messages forwarded.
     pub workers: Vec<WorkerSnapshot>,
+    /// Messages accepted from upstream exchange connectors.
+    pub accepted_from_upstreams: u64,
+    /// The Redis bus, when configured.
+    pub bus: Option<sources::BusSnapshot>,
+    /// Upstream exchange connectors.
+    pub upstreams: Vec<sources::UpstreamSnapshot>,
 }
 
 /// The fate of data messages routed to connections. Invariant:
@@ -334,6 +355,8 @@ pub struct ClosedSnapshot {
     pub replaced: u64,
     /// Token expired without a refresh (1008).
     pub token_expired: u64,
+    /// The bus's epoch changed (1012).
+    pub restart: u64,
 }
 
 /// Connections and requests refused at the door, by reason.
@@ -391,6 +414,9 @@ impl StatsRegistry {
                 .collect(),
             ingest: Arc::new(IngestStats::default()),
             started: Instant::now(),
+            bus: Arc::new(sources::BusStats::default()),
+            bus_role: std::sync::OnceLock::new(),
+            upstreams: std::sync::OnceLock::new(),
         }
     }
 
@@ -444,6 +470,7 @@ impl StatsRegistry {
             c.io_error += w.closed_io_error.get();
             c.replaced += w.closed_replaced.get();
             c.token_expired += w.closed_token_expired.get();
+            c.restart += w.closed_restart.get();
             let r = &mut s.refused;
             r.unauthorized += w.refused_unauthorized.get();
             r.origin += w.refused_origin.get();
@@ -494,7 +521,48 @@ impl StatsRegistry {
         s.streams = ing.streams.get();
         s.publishers = ing.publishers_active.get();
         s.errors_encountered += s.messages_rejected;
+        s.accepted_from_upstreams = ing.accepted_from_upstreams.get();
+        s.bus = self.bus_role.get().map(|&role| self.bus_snapshot(role));
+        s.upstreams = self
+            .upstreams
+            .get()
+            .map(|l| l.iter().map(|u| u.snapshot()).collect())
+            .unwrap_or_default();
         s
+    }
+
+    fn bus_snapshot(&self, role: crate::config::BusRole) -> sources::BusSnapshot {
+        use sources::LinkState;
+        let b = &self.bus;
+        let (reader, writer) = (b.reader.get(), b.writer.get());
+        let needed = [(role.reads(), reader), (role.writes(), writer)];
+        let state = if needed.iter().all(|&(need, s)| !need || s == LinkState::Up) {
+            LinkState::Up
+        } else {
+            LinkState::Down
+        };
+        sources::BusSnapshot {
+            role: role.as_str().to_string(),
+            state,
+            reader,
+            writer,
+            published: b.published.get(),
+            received: b.received.get(),
+            lost_bus_down: b.lost_bus_down.get(),
+            lost_queue_full: b.lost_queue_full.get(),
+            gap_messages: self.ingest.bus_gap_messages.get(),
+            stale: self.ingest.bus_stale.get(),
+            invalid: b.invalid.get(),
+            unsequenced: b.unsequenced.get(),
+            reconnects: b.reconnects.get(),
+            epoch_changes: b.epoch_changes.get(),
+            last_down_ms: b.last_down_ms.get(),
+            last_error: b
+                .last_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        }
     }
 }
 

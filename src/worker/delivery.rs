@@ -137,8 +137,14 @@ impl Worker {
                 continue;
             };
             if gap > 0 {
-                s.conn
-                    .send(outbound::dropped(&entry.key, gap, "worker_overloaded"));
+                // Seqs the bus skipped never reached this node; the rest were lost to this
+                // worker's full channel.
+                let reason = if gap <= msg.missed {
+                    "bus_gap"
+                } else {
+                    "worker_overloaded"
+                };
+                s.conn.send(outbound::dropped(&entry.key, gap, reason));
             }
             if s.subs.has_throttles() {
                 let interval = s.subs.throttle_for(&entry.key);
@@ -193,8 +199,10 @@ impl Worker {
                 self.dirty.push(k);
             }
         }
-        if gap > 0 {
-            self.stats.channel_gap_messages.add(gap);
+        // Bus gaps are counted once, by the dispatcher (`bus.gapMessages`).
+        let channel_gap = gap.saturating_sub(msg.missed);
+        if channel_gap > 0 {
+            self.stats.channel_gap_messages.add(channel_gap);
         }
         self.stats.messages_forwarded.add(routed);
     }

@@ -136,6 +136,37 @@ impl Worker {
         self.settle(key);
     }
 
+    /// A new epoch began on the bus: every stream's seq and history are forgotten and every
+    /// subscriber is closed with 1012, so that it subscribes again (its seqs would not
+    /// compare with the new ones).
+    pub(super) fn epoch_reset(&mut self) {
+        let freed = self.streams.reset_seqs();
+        self.stats.history_bytes.sub(freed as u64);
+        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
+        let mut closed = 0;
+        for &k in &keys {
+            let s = &mut self.sessions[k];
+            if s.conn.in_handshake() || s.conn.is_closing() {
+                continue;
+            }
+            closed += 1;
+            self.stats.closed_restart.inc();
+            s.note_close(1012, "the feed's epoch changed: subscribe again", false);
+            s.conn
+                .close(CloseCode::Restart, "epoch changed: subscribe again");
+            self.mark_dirty(k);
+        }
+        let _ = self.flush_dirty();
+        for k in keys {
+            self.settle(k);
+        }
+        info!(
+            "worker {}: new epoch {}, close 1012 sent to {closed} connections",
+            self.index,
+            self.shared.epoch()
+        );
+    }
+
     /// Runs every timer due now.
     pub(super) fn run_timers(&mut self) {
         let mut fired = std::mem::take(&mut self.fired);

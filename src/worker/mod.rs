@@ -283,6 +283,7 @@ impl Worker {
                     let _ = reply.send(self.flush_dirty());
                 }
                 Ok(WorkerMsg::Replace { conn }) => self.replace(conn),
+                Ok(WorkerMsg::EpochReset) => self.epoch_reset(),
                 Ok(WorkerMsg::Stall(d)) => {
                     warn!(
                         "worker {}: stalling for {d:?} (fault injection)",

@@ -113,9 +113,10 @@ impl Worker {
                         .map(|e| (stream_key_string(&e.key), id))
                 })
                 .collect();
+            let epoch = self.shared.epoch();
             for (name, last_seen) in &resume.streams {
-                let reason = if resume.epoch != self.shared.epoch {
-                    Some(format!("epoch changed (now {})", self.shared.epoch))
+                let reason = if *resume.epoch != *epoch {
+                    Some(format!("epoch changed (now {epoch})"))
                 } else if let Some(&id) = by_key.get(name) {
                     let Some(entry) = self.streams.get(id) else {
                         continue;
@@ -134,12 +135,26 @@ impl Worker {
                         resumed.push(id);
                         None
                     } else if oldest.is_some_and(|o| o <= last_seen + 1) {
-                        frames.extend(
-                            live.filter(|h| h.seq > *last_seen)
-                                .map(|h| (h.frame.clone(), id, h.ingest_ns)),
-                        );
-                        resumed.push(id);
-                        None
+                        // Seqs from the bus can have holes (messages this node missed while
+                        // the bus was down): replay only an unbroken run.
+                        let replay: Vec<_> = live.filter(|h| h.seq > *last_seen).collect();
+                        let unbroken = replay
+                            .iter()
+                            .enumerate()
+                            .all(|(i, h)| h.seq == last_seen + 1 + i as u64);
+                        if unbroken {
+                            frames.extend(
+                                replay
+                                    .into_iter()
+                                    .map(|h| (h.frame.clone(), id, h.ingest_ns)),
+                            );
+                            resumed.push(id);
+                            None
+                        } else {
+                            Some(format!(
+                                "this node missed messages after seq {last_seen} (bus outage)"
+                            ))
+                        }
                     } else {
                         Some(format!(
                             "history no longer reaches back to seq {}",

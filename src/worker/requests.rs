@@ -231,14 +231,14 @@ impl Worker {
                             self.stats.subscriptions_active.inc();
                         }
                         let (recovery, frames) = self.recover(&done.added, &options);
-                        let epoch = &self.shared.epoch;
+                        let epoch = self.shared.epoch();
                         let fid = filter_id(done.n);
                         let reply = outbound::subscribed(
                             id.as_deref(),
                             &fid,
                             &filter,
                             throttle,
-                            epoch,
+                            &epoch,
                             recovery.as_ref(),
                         );
                         self.sessions[key].conn.send(reply);

@@ -1,6 +1,7 @@
 //! Test helpers: a real server on port 0 and real WebSocket clients over TCP.
 #![allow(dead_code)]
 
+pub mod external;
 pub mod process;
 
 use std::io::{Read, Write};
@@ -54,6 +55,13 @@ fn connect_path(addr: SocketAddr, path: &str) -> WebSocket<TcpStream> {
 }
 
 impl Client {
+    /// Connects to `ws://{addr}{path}` (a node, or a proxy in front of nodes).
+    pub fn at(addr: SocketAddr, path: &str) -> Client {
+        Client {
+            ws: connect_path(addr, path),
+        }
+    }
+
     /// Connects a subscriber to `/ws`.
     pub fn subscriber(server: &ServerHandle) -> Client {
         Client {

@@ -180,6 +180,10 @@ impl ServerHandle {
                     }
                 })?);
         }
+        if !shared.config().upstream.is_empty() {
+            let threads = crate::upstream::start(&shared, &sink).map_err(io_err("an upstream"))?;
+            handle.source_threads.extend(threads);
+        }
         let feed_on = shared.config().feed.source == Some(FeedKind::Synthetic);
         if feed_on && matches!(sink, Sink::Refuse) {
             log::warn!(

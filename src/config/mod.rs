@@ -582,6 +582,12 @@ impl Config {
         crate::auth::Authenticator::from_config(&self.auth)?;
         self.bus.validate()?;
         sources::validate_upstreams(&self.upstream)?;
+        if !self.upstream.is_empty() && self.bus.enabled() && self.bus.role == BusRole::Edge {
+            return Err(ConfigError::key(
+                "bus.role",
+                "an edge node only reads the bus: [[upstream]] needs role ingest or both",
+            ));
+        }
         if self.backpressure.hard_limit_bytes < self.backpressure.soft_limit_bytes {
             return Err(ConfigError::key(
                 "backpressure.hard_limit_bytes",

@@ -137,16 +137,23 @@ fn name_field<'a>(
     };
     let s: Cow<'a, str> = serde_json::from_str(v.get())
         .map_err(|_| invalid(format!("{name} must be a non-empty string")))?;
-    if s.is_empty() {
-        return Err(invalid(format!("{name} must be a non-empty string")));
-    }
-    if s.len() > max {
-        return Err(invalid(format!("{name} is at most {max} bytes")));
-    }
-    if s.chars().any(|c| c.is_control()) {
-        return Err(invalid(format!("{name} must not hold control characters")));
-    }
+    check_name(name, &s, max).map_err(invalid)?;
     Ok(s)
+}
+
+/// The rules for an exchange, symbol or dataType name: non-empty, at most `max` bytes, no
+/// control characters. The error names the field.
+pub fn check_name(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{field} must be a non-empty string"));
+    }
+    if value.len() > max {
+        return Err(format!("{field} is at most {max} bytes"));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(format!("{field} must not hold control characters"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

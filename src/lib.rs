@@ -31,6 +31,7 @@ pub mod shared;
 pub mod stats;
 pub mod supervisor;
 pub mod timer;
+pub mod tools;
 pub mod upstream;
 pub mod worker;
 

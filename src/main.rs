@@ -1,5 +1,6 @@
 //! The `tickfan` binary: command line, logging, start, and signals.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -101,6 +102,39 @@ enum Tool {
         #[arg(long)]
         json: bool,
     },
+    /// Subscribe and print data messages; reconnects with backoff and jitter, resumes from the
+    /// last seq seen, and reports gaps on stderr.
+    Sub {
+        /// The gateway's `/ws` URL, e.g. ws://127.0.0.1:8080/ws (add ?token=JWT if needed).
+        url: String,
+        /// Exchanges, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        exchange: Vec<String>,
+        /// Symbols, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        symbols: Vec<String>,
+        /// Data types, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        data_types: Vec<String>,
+        /// Start each stream with its newest message.
+        #[arg(long)]
+        snapshot: bool,
+        /// Print each message as received, one JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Exit after this many data messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// First reconnect delay in ms (doubles up to 30 s, +/-30% jitter).
+        #[arg(long, default_value_t = 1000)]
+        reconnect_min_ms: u64,
+    },
+    /// Publish JSON lines from stdin (one message, or an array of messages, per line) and report
+    /// the gateway's errors per line on stderr. Exits 1 if any line had an error.
+    Pub {
+        /// The gateway's `/publish` URL, e.g. ws://127.0.0.1:8081/publish (?token=... if needed).
+        url: String,
+    },
     /// Run the baseline fan-out server that `bench` results are compared with.
     BenchBaseline {
         /// Public listener.
@@ -164,7 +198,72 @@ fn run_tool_bench(tool: &Tool) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Tool::Token { .. } => unreachable!("handled by mint_token"),
+        _ => unreachable!("handled elsewhere"),
+    }
+}
+
+/// `tickfan sub` and `tickfan pub`: returns the exit code.
+fn run_client_tool(tool: &Tool) -> i32 {
+    use tickfan::tools::{publish, sub, ToolError};
+    let stderr = &mut std::io::stderr();
+    let result = match tool {
+        Tool::Sub {
+            url,
+            exchange,
+            symbols,
+            data_types,
+            snapshot,
+            json,
+            count,
+            reconnect_min_ms,
+        } => {
+            let opts = sub::SubOptions {
+                url: url.clone(),
+                exchange: exchange.clone(),
+                symbols: symbols.clone(),
+                data_types: data_types.clone(),
+                snapshot: *snapshot,
+                json: *json,
+                count: *count,
+                reconnect_min_ms: *reconnect_min_ms,
+                ..sub::SubOptions::default()
+            };
+            sub::run(&opts, &mut std::io::stdout().lock(), stderr).map(|r| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{} messages, {} gaps ({} missed), {} reconnects",
+                    r.messages,
+                    r.gaps,
+                    r.missed,
+                    r.reconnects
+                );
+                0
+            })
+        }
+        Tool::Pub { url } => publish::run(url, &mut std::io::stdin().lock(), stderr).map(|r| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{} lines sent, {} errors on {} lines{}",
+                r.lines,
+                r.errors,
+                r.lines_with_errors,
+                if r.confirmed {
+                    ""
+                } else {
+                    " (the gateway did not confirm every line)"
+                }
+            );
+            i32::from(r.errors > 0 || !r.confirmed)
+        }),
+        _ => return 2,
+    };
+    match result {
+        Ok(code) => code,
+        Err(ToolError::Output(_)) => 0,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "tickfan: {e}");
+            2
+        }
     }
 }
 
@@ -252,6 +351,9 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    if let Some(tool @ (Tool::Sub { .. } | Tool::Pub { .. })) = &cli.command {
+        std::process::exit(run_client_tool(tool));
+    }
     if let Some(tool @ (Tool::Bench { .. } | Tool::BenchBaseline { .. })) = &cli.command {
         if let Err(e) = run_tool_bench(tool) {
             eprintln!("tickfan: {e:#}");

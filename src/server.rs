@@ -175,7 +175,7 @@ impl ServerHandle {
             handle
                 .other_threads
                 .push(spawn("tickfan-admin".into(), move || {
-                    if let Err(e) = crate::admin::run(poll, l, s, admin_links) {
+                    if let Err(e) = crate::admin::run(poll, l, s, admin_links, public_addr) {
                         log::error!("admin listener stopped: {e}");
                     }
                 })?);

@@ -1,10 +1,11 @@
 //! The admin listener on its own thread: `GET /health`, `GET /stats`, `GET /metrics`,
-//! `POST /flush`; plus the health, metrics and stats-dump renderings that the public
+//! `POST /flush`, the status page at `/` and the JavaScript client at `/client.js`; plus the health, metrics and stats-dump renderings that the public
 //! listener's `/health` and SIGUSR1 share.
 
 pub mod dump;
 pub mod health;
 pub mod metrics;
+pub mod pages;
 
 use std::io;
 use std::sync::Arc;
@@ -78,8 +79,19 @@ fn flush_all(links: &[WorkerLink]) -> Bytes {
     http::response(status, "application/json", body.to_string().as_bytes(), &[])
 }
 
-fn route(shared: &Shared, links: &[WorkerLink], head: &RequestHead) -> Bytes {
+fn route(
+    shared: &Shared,
+    links: &[WorkerLink],
+    public: Option<std::net::SocketAddr>,
+    head: &RequestHead,
+) -> Bytes {
+    if head.method == "GET" {
+        if let Some(page) = pages::asset(&head.path) {
+            return page;
+        }
+    }
     match (head.method.as_str(), head.path.as_str()) {
+        ("GET", "/info") => pages::info(shared, public),
         ("GET", "/health") => health_response(shared),
         ("GET", "/stats") => {
             json(serde_json::to_vec_pretty(&shared.stats.snapshot()).unwrap_or_default())
@@ -113,6 +125,7 @@ pub fn run(
     mut listener: TcpListener,
     shared: Arc<Shared>,
     links: Vec<WorkerLink>,
+    public: Option<std::net::SocketAddr>,
 ) -> io::Result<()> {
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -152,7 +165,9 @@ pub fn run(
                     conn.readable(true);
                     loop {
                         match conn.read_event(max, &mut scratch) {
-                            ReadEvent::Head(head) => conn.respond(route(&shared, &links, &head)),
+                            ReadEvent::Head(head) => {
+                                conn.respond(route(&shared, &links, public, &head))
+                            }
                             ReadEvent::WouldBlock | ReadEvent::Closed => break,
                             _ => {}
                         }

@@ -1,6 +1,7 @@
 //! Networking shared by workers and the ingest thread: listeners, HTTP request heads, output
 //! queues with vectored writes, and the WebSocket connection state machine.
 
+pub mod client;
 pub mod conn;
 pub mod http;
 pub mod listener;

@@ -38,33 +38,73 @@ impl LatencyRecorder {
         let _ = self.hist.record(us);
     }
 
-    /// Moves what was recorded into `shared` (the published histogram).
+    /// Moves what was recorded into `shared` (the published histograms): the total since
+    /// start, and the current one-second window (rotated here, so an idle worker's window
+    /// empties too).
     pub fn publish(&mut self, shared: &SharedLatency) {
+        {
+            let mut w = shared.window.lock().unwrap_or_else(PoisonError::into_inner);
+            if w.started.elapsed() >= WINDOW {
+                let Window {
+                    current, previous, ..
+                } = &mut *w;
+                std::mem::swap(current, previous);
+                current.reset();
+                w.started = std::time::Instant::now();
+            }
+            let _ = w.current.add(&self.hist);
+        }
         if self.hist.is_empty() {
             return;
         }
-        let mut h = shared.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut h = shared.total.lock().unwrap_or_else(PoisonError::into_inner);
         // Same bounds on both sides: cannot fail.
         let _ = h.add(&self.hist);
         self.hist.reset();
     }
 }
 
+/// The length of the recent-latency window.
+pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Debug)]
+struct Window {
+    started: std::time::Instant,
+    current: Histogram<u64>,
+    previous: Histogram<u64>,
+}
+
 /// A worker's published histogram, read by `/stats`, `/metrics` and the SIGUSR1 dump.
 #[derive(Debug)]
-pub struct SharedLatency(Mutex<Histogram<u64>>);
+pub struct SharedLatency {
+    total: Mutex<Histogram<u64>>,
+    window: Mutex<Window>,
+}
 
 impl Default for SharedLatency {
     fn default() -> Self {
-        SharedLatency(Mutex::new(new_histogram()))
+        SharedLatency {
+            total: Mutex::new(new_histogram()),
+            window: Mutex::new(Window {
+                started: std::time::Instant::now(),
+                current: new_histogram(),
+                previous: new_histogram(),
+            }),
+        }
     }
 }
 
 impl SharedLatency {
-    /// Adds this histogram into `into`.
+    /// Adds the histogram since start into `into`.
     pub fn merge_into(&self, into: &mut Histogram<u64>) {
-        let h = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let h = self.total.lock().unwrap_or_else(PoisonError::into_inner);
         let _ = into.add(&*h);
+    }
+
+    /// Adds the last complete [`WINDOW`] into `into`.
+    pub fn merge_recent_into(&self, into: &mut Histogram<u64>) {
+        let w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = into.add(&w.previous);
     }
 }
 

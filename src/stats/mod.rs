@@ -286,6 +286,8 @@ pub struct Snapshot {
     pub snapshots: u64,
     /// Delivery latency (accepted → written to the socket), all workers, in ms.
     pub latency_ms: latency::LatencySummary,
+    /// Delivery latency over the last complete second, all workers, in ms (for live charts).
+    pub latency_recent_ms: latency::LatencySummary,
     /// Where every data message routed to a connection went.
     pub delivery: DeliverySnapshot,
     /// Closed connections by cause.
@@ -430,6 +432,7 @@ impl StatsRegistry {
         let mut closed = 0;
         let mut closed_ms = 0;
         let mut all_latency = latency::empty();
+        let mut recent_latency = latency::empty();
         for (i, w) in self.workers.iter().enumerate() {
             s.total_connections += w.connections_accepted.get();
             s.active_connections += w.websockets_active.get();
@@ -493,6 +496,7 @@ impl StatsRegistry {
                 latency_ms: {
                     let mut h = latency::empty();
                     w.latency.merge_into(&mut h);
+                    w.latency.merge_recent_into(&mut recent_latency);
                     let _ = all_latency.add(&h);
                     latency::summarize(&h)
                 },
@@ -500,6 +504,7 @@ impl StatsRegistry {
         }
         s.average_connection_duration = closed_ms.checked_div(closed).unwrap_or(0);
         s.latency_ms = latency::summarize(&all_latency);
+        s.latency_recent_ms = latency::summarize(&recent_latency);
         let d = &mut s.delivery;
         d.pending = d
             .routed

@@ -7,14 +7,11 @@
 pub mod mapping;
 
 use std::borrow::Cow;
-use std::io::ErrorKind;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 
 use crate::backoff::Backoff;
 use crate::broker::sleep_unless_draining;
@@ -30,7 +27,7 @@ const READ_SLICE_MS: u64 = 200;
 /// At most one log line about unmapped messages per connector this often.
 const UNMAPPED_LOG_EVERY_MS: u64 = 10_000;
 
-type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+type Socket = crate::net::client::ClientSocket;
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -137,43 +134,12 @@ pub fn run(shared: Arc<Shared>, cfg: UpstreamConfig, sink: Sink, stats: Arc<Upst
     stats.state.set(LinkState::Off);
 }
 
-/// TCP (with a timeout), TLS for `wss://`, the WebSocket handshake, then the read slice.
 fn connect(cfg: &UpstreamConfig) -> Result<Socket, String> {
-    let timeout = Duration::from_millis(cfg.connect_timeout_ms);
-    let uri: tungstenite::http::Uri = cfg.url.parse().map_err(|e| format!("bad url: {e}"))?;
-    let host = uri.host().ok_or("url has no host")?;
-    let tls = uri.scheme_str() == Some("wss");
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let addrs = (host.trim_matches(['[', ']']), port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    let mut last = String::from("no address");
-    let mut stream = None;
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, timeout) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = format!("{a}: {e}"),
-        }
-    }
-    let stream = stream.ok_or(last)?;
-    let _ = stream.set_nodelay(true);
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|_| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| e.to_string())?;
-    let (ws, _) = tungstenite::client_tls_with_config(cfg.url.as_str(), stream, None, None)
-        .map_err(|e| format!("handshake: {e}"))?;
-    let tcp = match ws.get_ref() {
-        MaybeTlsStream::Plain(s) => s,
-        MaybeTlsStream::Rustls(s) => s.get_ref(),
-        _ => return Err("unsupported stream".into()),
-    };
-    tcp.set_read_timeout(Some(Duration::from_millis(READ_SLICE_MS)))
-        .map_err(|e| e.to_string())?;
-    Ok(ws)
+    crate::net::client::connect(
+        &cfg.url,
+        Duration::from_millis(cfg.connect_timeout_ms),
+        Duration::from_millis(READ_SLICE_MS),
+    )
 }
 
 /// Serves one connection until it ends.
@@ -227,9 +193,7 @@ fn serve(
                     .unwrap_or_default();
                 return End::Lost(format!("closed by the upstream ({why})"));
             }
-            Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-            {
+            Err(e) if crate::net::client::is_timeout(&e) => {
                 // Queued pongs go out even while the upstream is quiet.
                 let _ = ws.flush();
             }

@@ -386,8 +386,12 @@ impl Worker {
             let latency = &mut self.latency;
             match s
                 .conn
-                .flush(|t| latency.record_ns(now_ns.saturating_sub(t)))
-            {
+                // Replays and snapshots carry 0: they are old messages on purpose, not late.
+                .flush(|t| {
+                    if t != 0 {
+                        latency.record_ns(now_ns.saturating_sub(t))
+                    }
+                }) {
                 Ok(r) => {
                     report.connections += 1;
                     report.frames += r.frames as u64;

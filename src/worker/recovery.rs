@@ -206,8 +206,9 @@ impl Worker {
     pub(super) fn queue_recovered(&mut self, key: usize, r: Recovered) {
         let s = &mut self.sessions[key];
         let n = r.frames.len() as u64;
-        for (frame, id, ingest_ns) in r.frames {
-            s.conn.send_data(frame, id, ingest_ns);
+        for (frame, id, _) in r.frames {
+            // Not timed: a replay or snapshot is old on purpose (0 = no latency sample).
+            s.conn.send_data(frame, id, 0);
         }
         s.data_queued += n;
         self.stats.messages_forwarded.add(n);

@@ -1,0 +1,126 @@
+//! The JavaScript client in Node.js and the status page in headless Chromium, against the real
+//! binary. Node.js, Chromium (Debian's package) and playwright-core (npm, pinned in
+//! tests/js/package-lock.json) are installed by the project's scripts when missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::external::ensure_packages;
+use common::process::{Running, BIN};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `node`, with the flag Node.js 20 needs for the global WebSocket.
+fn node() -> Command {
+    ensure_packages(&[("node", "nodejs")]);
+    let out = Command::new("node")
+        .arg("--version")
+        .output()
+        .expect("node");
+    let version = String::from_utf8_lossy(&out.stdout);
+    let major: u32 = version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        major >= 20,
+        "Node.js 20 or newer is needed, found {version}"
+    );
+    let mut cmd = Command::new("node");
+    if major < 22 {
+        cmd.arg("--experimental-websocket");
+    }
+    cmd
+}
+
+fn run(mut cmd: Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    text
+}
+
+#[test]
+fn javascript_client_in_node_reconnects_resumes_and_never_doubles_its_connection() {
+    let mut cmd = node();
+    cmd.arg("--test")
+        .arg(root().join("tests/js/client.test.js"))
+        .env("TICKFAN_BIN", BIN);
+    let out = run(cmd, "node --test tests/js/client.test.js");
+    assert!(
+        out.contains("# pass 5") && out.contains("# fail 0"),
+        "{out}"
+    );
+}
+
+fn ensure_playwright(dir: &Path) {
+    if dir.join("node_modules/playwright-core").exists() {
+        return;
+    }
+    ensure_packages(&[("npm", "npm")]);
+    let mut cmd = Command::new("npm");
+    cmd.args(["ci", "--no-audit", "--no-fund"]).current_dir(dir);
+    run(cmd, "npm ci in tests/js");
+}
+
+#[test]
+fn status_page_in_chromium_shows_connections_and_ticking_prices_without_errors() {
+    ensure_packages(&[("chromium", "chromium")]);
+    let js = root().join("tests/js");
+    ensure_playwright(&js);
+    let server = Running::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--ingest",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--feed",
+            "synthetic",
+            "--set",
+            "feed.rate_per_sec=300",
+        ],
+        "admin on http://",
+    );
+    let line = server
+        .seen
+        .iter()
+        .find(|l| l.contains("admin on http://"))
+        .unwrap();
+    let admin = line
+        .split("admin on http://")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let artifacts = root().join("target/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let mut cmd = node();
+    cmd.arg(js.join("status-page.test.js"))
+        .arg(format!("http://{admin}/"))
+        .arg(&shot);
+    let out = run(cmd, "the status page test");
+    let report: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
+    assert_ne!(report["connections"], "0", "{report}");
+    assert_eq!(report["ticked"], true, "prices tick: {report}");
+    let png = std::fs::read(&shot).expect("screenshot saved");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    println!("screenshot: {}", shot.display());
+}

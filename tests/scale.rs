@@ -356,3 +356,23 @@ fn an_edge_cut_off_from_the_bus_counts_the_gap_and_tells_its_subscribers() {
     let r = subscribe(&mut fine, Some((&epoch, 16)));
     assert_eq!(r["recovered"], true, "{r}");
 }
+
+#[test]
+fn deploy_nginx_conf_passes_nginx_t() {
+    needs();
+    let dir = common::external::TempDir::new("nginx-t");
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx.conf");
+    let out = std::process::Command::new(common::external::program("nginx"))
+        .arg("-t")
+        .arg("-p")
+        .arg(&dir.0)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-e", "stderr", "-g"])
+        .arg(format!("pid {}/nginx.pid;", dir.0.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("syntax is ok"), "{text}");
+}

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::external::ensure_packages;
+use common::external::{ensure_packages, Nginx, Node, Redis};
 use common::process::{Running, BIN};
 
 fn root() -> PathBuf {
@@ -123,4 +123,26 @@ fn status_page_in_chromium_shows_connections_and_ticking_prices_without_errors()
     let png = std::fs::read(&shot).expect("screenshot saved");
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     println!("screenshot: {}", shot.display());
+}
+
+#[test]
+fn javascript_client_fails_over_through_nginx_to_another_node_without_a_gap() {
+    ensure_packages(&[("redis-server", "redis-server"), ("nginx", "nginx")]);
+    let redis = Redis::start();
+    let a = Node::start(&redis.url(), &[]);
+    let b = Node::start(&redis.url(), &[]);
+    let nginx = Nginx::start(&[a.public, b.public]);
+    let setup = serde_json::json!({
+        "ws": format!("ws://{}/ws", nginx.addr()),
+        "nodes": [a.clone_info(), b.clone_info()],
+    });
+    let mut cmd = node();
+    cmd.arg("--test")
+        .arg(root().join("tests/js/failover.test.js"))
+        .env("FAILOVER_JSON", setup.to_string());
+    let out = run(cmd, "node --test tests/js/failover.test.js");
+    assert!(
+        out.contains("# pass 1") && out.contains("# fail 0"),
+        "{out}"
+    );
 }

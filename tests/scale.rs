@@ -5,11 +5,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::external::{ensure_packages, Nginx, Redis};
-use common::process::Running;
+use common::external::{ensure_packages, Nginx, Node, Redis};
 use common::{http, msg, wait_until, Client};
 use serde_json::{json, Value};
 
@@ -17,75 +15,6 @@ const STREAM: &str = "binance:BTCUSDT:trade";
 
 fn needs() {
     ensure_packages(&[("redis-server", "redis-server"), ("nginx", "nginx")]);
-}
-
-/// A tickfan node (the binary) on the bus at `redis_url`.
-struct Node {
-    run: Running,
-    public: SocketAddr,
-    ingest: SocketAddr,
-    admin: SocketAddr,
-}
-
-fn logged_addr(run: &Running, marker: &str) -> SocketAddr {
-    let line = run.seen.iter().find(|l| l.contains(marker)).unwrap();
-    let rest = line.split(marker).nth(1).unwrap();
-    rest.split(['/', ' ']).next().unwrap().parse().unwrap()
-}
-
-impl Node {
-    fn start(redis_url: &str, extra: &[&str]) -> Node {
-        let url = format!("bus.redis_url=\"{redis_url}\"");
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--ingest",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--feed",
-            "none",
-            "--log-level",
-            "info",
-            "--set",
-            &url,
-            "--set",
-            "bus.reconnect_min_ms=100",
-            "--set",
-            "bus.reconnect_max_ms=400",
-            "--set",
-            "history.size=1000",
-        ];
-        args.extend_from_slice(extra);
-        let run = Running::start(&args, "admin on http://");
-        Node {
-            public: logged_addr(&run, "subscribe at ws://"),
-            ingest: logged_addr(&run, "publishers connect to ws://"),
-            admin: logged_addr(&run, "admin on http://"),
-            run,
-        }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let r = http(
-            self.admin,
-            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-        );
-        let body = r.split("\r\n\r\n").nth(1).unwrap_or("");
-        serde_json::from_str(body).unwrap_or(Value::Null)
-    }
-
-    fn active(&self) -> u64 {
-        self.get("/stats")["activeConnections"]
-            .as_u64()
-            .unwrap_or(0)
-    }
-
-    fn publisher(&self) -> Client {
-        Client::at(self.ingest, "/publish")
-    }
 }
 
 fn subscribe(c: &mut Client, resume: Option<(&str, u64)>) -> Value {

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::process::Guard;
+use serde_json::Value;
+
+use super::process::{Guard, Running};
+use super::{http, Client};
 
 /// Installs (or finds) the programs: `("redis-server", "redis-server")` = (program, package).
 pub fn ensure_packages(needs: &[(&str, &str)]) {
@@ -201,5 +204,83 @@ impl Nginx {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+/// A tickfan node (the binary) on the bus at `redis_url`.
+pub struct Node {
+    pub run: Running,
+    pub public: SocketAddr,
+    pub ingest: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+pub fn logged_addr(run: &Running, marker: &str) -> SocketAddr {
+    let line = run.seen.iter().find(|l| l.contains(marker)).unwrap();
+    let rest = line.split(marker).nth(1).unwrap();
+    rest.split(['/', ' ']).next().unwrap().parse().unwrap()
+}
+
+impl Node {
+    pub fn start(redis_url: &str, extra: &[&str]) -> Node {
+        let url = format!("bus.redis_url=\"{redis_url}\"");
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--ingest",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--feed",
+            "none",
+            "--log-level",
+            "info",
+            "--set",
+            &url,
+            "--set",
+            "bus.reconnect_min_ms=100",
+            "--set",
+            "bus.reconnect_max_ms=400",
+            "--set",
+            "history.size=1000",
+        ];
+        args.extend_from_slice(extra);
+        let run = Running::start(&args, "admin on http://");
+        Node {
+            public: logged_addr(&run, "subscribe at ws://"),
+            ingest: logged_addr(&run, "publishers connect to ws://"),
+            admin: logged_addr(&run, "admin on http://"),
+            run,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let r = http(
+            self.admin,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        let body = r.split("\r\n\r\n").nth(1).unwrap_or("");
+        serde_json::from_str(body).unwrap_or(Value::Null)
+    }
+
+    pub fn active(&self) -> u64 {
+        self.get("/stats")["activeConnections"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// pid and addresses, for a test program in another language.
+    pub fn clone_info(&self) -> Value {
+        serde_json::json!({
+            "pid": self.run.guard.0.id(),
+            "admin": format!("http://{}", self.admin),
+            "ingest": format!("ws://{}/publish", self.ingest),
+        })
+    }
+
+    pub fn publisher(&self) -> Client {
+        Client::at(self.ingest, "/publish")
     }
 }

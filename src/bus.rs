@@ -120,6 +120,13 @@ impl WorkerLink {
 }
 
 impl WorkerInbox {
+    /// Marks a wake as pending, so that senders skip the waker: for a worker that is about to
+    /// drain its own inbox anyway (it serves the ingest listener itself). Call
+    /// [`Self::rearm`] before that drain.
+    pub fn hold_wakes(&self) {
+        self.notified.store(true, Ordering::Release);
+    }
+
     /// Clears the notified flag; call before draining so a send after the drain wakes again.
     pub fn rearm(&self) {
         self.notified.store(false, Ordering::Release);

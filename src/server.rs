@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use log::info;
 use mio::{Poll, Waker};
@@ -122,6 +123,7 @@ impl ServerHandle {
         };
         let capacity = shared.config().server.worker_channel_capacity;
         let mut links = Vec::new();
+        let mut worker_list = Vec::new();
         for (i, l) in public.into_iter().enumerate() {
             let poll = Poll::new().map_err(io_err("a worker poll"))?;
             let waker =
@@ -129,10 +131,8 @@ impl ServerHandle {
             let (link, inbox) = bus::inbox(capacity, waker.clone());
             links.push(link);
             handle.wakers.push(waker);
-            let w = Worker::new(i, poll, l, inbox, shared.clone()).map_err(io_err("a worker"))?;
-            handle
-                .worker_threads
-                .push(spawn(format!("tickfan-worker-{i}"), move || w.run())?);
+            worker_list
+                .push(Worker::new(i, poll, l, inbox, shared.clone()).map_err(io_err("a worker"))?);
         }
         handle.links = links.clone();
         shared.set_links(links.clone());
@@ -160,9 +160,20 @@ impl ServerHandle {
             handle.wakers.push(waker);
             let server = IngestServer::new(poll, l, sink.clone(), shared.clone())
                 .map_err(io_err("the ingest listener"))?;
+            match worker_list.first_mut() {
+                Some(w) if shared.config().ingest_on_worker() => {
+                    w.colocate_ingest(server)
+                        .map_err(io_err("the ingest listener"))?;
+                }
+                _ => handle
+                    .source_threads
+                    .push(spawn("tickfan-ingest".into(), move || server.run())?),
+            }
+        }
+        for (i, w) in worker_list.into_iter().enumerate() {
             handle
-                .source_threads
-                .push(spawn("tickfan-ingest".into(), move || server.run())?);
+                .worker_threads
+                .push(spawn(format!("tickfan-worker-{i}"), move || w.run())?);
         }
         if let Some(l) = admin_listener {
             let poll = Poll::new().map_err(io_err("the admin poll"))?;
@@ -261,6 +272,15 @@ impl ServerHandle {
         self.wake_all();
         for t in self.source_threads.drain(..) {
             let _ = t.join();
+        }
+        // A worker serving publishers closes them first (phase 1), like the ingest thread.
+        while self.shared.ingest_on_worker()
+            && self
+                .shared
+                .grace_deadline()
+                .is_some_and(|d| Instant::now() < d)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         self.shared.begin_worker_drain();
         self.wake_all();

@@ -22,6 +22,8 @@ pub struct Shared {
     /// Per-IP and per-user admission counts.
     pub admission: crate::admission::Admission,
     links: OnceLock<Vec<crate::bus::WorkerLink>>,
+    /// A worker serves the ingest listener and has not finished its drain yet.
+    ingest_on_worker: AtomicBool,
     /// A random id chosen at start (or the bus's): seqs of another epoch cannot be resumed.
     epoch: RwLock<Arc<str>>,
 }
@@ -50,6 +52,7 @@ impl Shared {
             admission: crate::admission::Admission::default(),
             links: OnceLock::new(),
             epoch: RwLock::new(new_epoch().into()),
+            ingest_on_worker: AtomicBool::new(false),
         }
     }
 
@@ -120,6 +123,16 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Set while a worker serves the ingest listener and its publishers are not all closed.
+    pub fn set_ingest_on_worker(&self, active: bool) {
+        self.ingest_on_worker.store(active, Ordering::Release);
+    }
+
+    /// Whether a worker still serves publishers (shutdown waits for them before phase 2).
+    pub fn ingest_on_worker(&self) -> bool {
+        self.ingest_on_worker.load(Ordering::Acquire)
     }
 
     /// Phase 1 of shutdown: sources (feed, publishers) stop and close.

@@ -349,6 +349,22 @@ pub struct ServerConfig {
     /// SO_SNDBUF of subscriber sockets in bytes; 0 = the kernel's autotuning. A fixed size
     /// bounds the kernel memory of a slow client and makes backpressure apply sooner.
     pub send_buffer_bytes: usize,
+    /// Where publishers are served: `thread` (an ingest thread of its own), `worker` (worker 0's
+    /// loop serves them too, with no thread hand-off per frame), or `auto` (`worker` when there
+    /// is one worker).
+    pub ingest_placement: IngestPlacement,
+}
+
+/// Where the ingest listener is served (`server.ingest_placement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestPlacement {
+    /// `worker` with one worker, `thread` with more.
+    Auto,
+    /// Worker 0's loop.
+    Worker,
+    /// A thread of its own.
+    Thread,
 }
 
 /// `[feed]`: the embedded synthetic feed.
@@ -422,6 +438,7 @@ impl Default for ServerConfig {
             worker_channel_capacity: 65_536,
             listen_backlog: 1024,
             send_buffer_bytes: 0,
+            ingest_placement: IngestPlacement::Auto,
         }
     }
 }
@@ -521,6 +538,15 @@ impl Config {
     /// The admin listener address, if on.
     pub fn admin_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         parse_listen("server.admin", &self.server.admin)
+    }
+
+    /// Whether worker 0 serves the ingest listener itself.
+    pub fn ingest_on_worker(&self) -> bool {
+        match self.server.ingest_placement {
+            IngestPlacement::Worker => true,
+            IngestPlacement::Thread => false,
+            IngestPlacement::Auto => self.worker_count() == 1,
+        }
     }
 
     /// The worker count with 0 resolved to the number of cores.

@@ -61,6 +61,8 @@ pub struct IngestServer {
     cfg_generation: u64,
     scratch: Vec<u8>,
     next_id: u64,
+    draining: bool,
+    last_sweep: Instant,
 }
 
 impl IngestServer {
@@ -87,61 +89,99 @@ impl IngestServer {
             cfg_generation,
             scratch: vec![0; 4096],
             next_id: 0,
+            draining: false,
+            last_sweep: Instant::now(),
         })
     }
 
-    /// Runs until shutdown: on a drain request it stops accepting, closes every publisher with
-    /// 1001 and returns when they are gone or the grace period is over.
+    /// Runs on its own thread until shutdown: on a drain request it stops accepting, closes
+    /// every publisher with 1001 and returns when they are gone or the grace period is over.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
-        let mut draining = false;
-        let mut last_sweep = Instant::now();
         loop {
             if self.shared.is_stopped() {
                 break;
             }
-            if !draining && self.shared.ingest_draining() {
-                draining = true;
-                self.begin_drain();
-            }
-            let mut timeout = Some(SWEEP_INTERVAL);
-            if draining {
-                let deadline = self.shared.grace_deadline().unwrap_or_else(Instant::now);
-                let left = deadline.saturating_duration_since(Instant::now());
-                if self.publishers.is_empty() || left.is_zero() {
-                    break;
-                }
-                timeout = Some(left.min(SWEEP_INTERVAL));
-            }
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if crate::net::interrupted(&e) {
-                    continue;
-                }
-                warn!("ingest: poll failed: {e}");
+            self.check_drain();
+            if self.finished() {
                 break;
             }
-            let generation = self.shared.config_generation();
-            if generation != self.cfg_generation {
-                self.cfg_generation = generation;
-                self.cfg = self.shared.config();
-                self.ws_config = publisher_ws_config(&self.cfg);
+            let mut timeout = Some(SWEEP_INTERVAL);
+            if self.draining {
+                let deadline = self.shared.grace_deadline().unwrap_or_else(Instant::now);
+                let left = deadline.saturating_duration_since(Instant::now());
+                timeout = Some(left.min(SWEEP_INTERVAL));
             }
-            for ev in events.iter() {
-                match ev.token() {
-                    LISTENER => self.accept_all(),
-                    WAKER => {}
-                    Token(k) => self.on_event(k),
-                }
-            }
-            if last_sweep.elapsed() >= SWEEP_INTERVAL {
-                last_sweep = Instant::now();
-                self.sweep();
+            if !self.turn(&mut events, timeout) {
+                break;
             }
         }
+        self.report_stop();
+    }
+
+    /// Starts the drain once shutdown asks for it (phase 1).
+    pub fn check_drain(&mut self) {
+        if !self.draining && self.shared.ingest_draining() {
+            self.draining = true;
+            self.begin_drain();
+        }
+    }
+
+    /// Whether a drain is over: every publisher gone, or the grace period spent.
+    pub fn finished(&self) -> bool {
+        if !self.draining {
+            return false;
+        }
+        let over = self
+            .shared
+            .grace_deadline()
+            .is_none_or(|d| Instant::now() >= d);
+        self.publishers.is_empty() || over
+    }
+
+    /// Logs how the ingest side ended.
+    pub fn report_stop(&self) {
         match self.publishers.len() {
             0 => info!("ingest stopped"),
             n => warn!("ingest stopped with {n} publishers that did not finish closing"),
         }
+    }
+
+    /// The ingest poll's descriptor: a worker that serves the ingest listener itself registers
+    /// it in its own poll and calls [`Self::turn`] when it is readable.
+    pub fn poll_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.poll.as_raw_fd()
+    }
+
+    /// One pass: waits up to `timeout` for events, handles them, and sweeps when due. Returns
+    /// false when the poll failed (the ingest side cannot go on).
+    pub fn turn(&mut self, events: &mut Events, timeout: Option<Duration>) -> bool {
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if crate::net::interrupted(&e) {
+                return true;
+            }
+            warn!("ingest: poll failed: {e}");
+            return false;
+        }
+        let generation = self.shared.config_generation();
+        if generation != self.cfg_generation {
+            self.cfg_generation = generation;
+            self.cfg = self.shared.config();
+            self.ws_config = publisher_ws_config(&self.cfg);
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                LISTENER => self.accept_all(),
+                WAKER => {}
+                Token(k) => self.on_event(k),
+            }
+        }
+        if self.last_sweep.elapsed() >= SWEEP_INTERVAL {
+            self.last_sweep = Instant::now();
+            self.sweep();
+        }
+        true
     }
 
     /// Every [`SWEEP_INTERVAL`]: accepts anything an accept error left in the backlog, drops

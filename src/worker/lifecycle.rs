@@ -180,7 +180,13 @@ impl Worker {
     fn on_timer(&mut self, t: Timer, at: u64) {
         let key = t.key();
         match t.kind {
-            TimerKind::Housekeeping => return self.housekeeping(),
+            TimerKind::Housekeeping => {
+                // The ingest side's sweep (deadlines, the publisher list) and drain.
+                if self.serves_ingest() && self.ingest_turn() {
+                    while self.drain_inbox() {}
+                }
+                return self.housekeeping();
+            }
             TimerKind::AcceptRetry => return self.accept_all(),
             _ => {}
         }

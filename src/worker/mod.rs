@@ -2,6 +2,7 @@
 //! stream → subscribers index, a timer wheel and its counters. Data arrives on its inbox;
 //! everything due in a loop turn is written before the next poll.
 
+mod colocated;
 mod delivery;
 mod lifecycle;
 mod recovery;
@@ -76,6 +77,8 @@ pub struct Worker {
     peak_pending: usize,
     /// Delivery latency recorded since the last housekeeping tick.
     latency: LatencyRecorder,
+    /// The ingest server, when this worker serves publishers itself.
+    ingest: Option<Box<colocated::Colocated>>,
 }
 
 impl Worker {
@@ -120,6 +123,7 @@ impl Worker {
             draining: false,
             peak_pending: 0,
             latency: LatencyRecorder::default(),
+            ingest: None,
         })
     }
 
@@ -153,6 +157,9 @@ impl Worker {
             if self.shared.is_stopped() {
                 break;
             }
+            if self.serves_ingest() && self.shared.ingest_draining() {
+                self.ingest_turn();
+            }
             if !self.draining && self.shared.workers_draining() {
                 self.begin_drain();
             }
@@ -161,7 +168,7 @@ impl Worker {
                     .shared
                     .grace_deadline()
                     .is_none_or(|d| Instant::now() >= d);
-                if self.sessions.is_empty() || over {
+                if (self.sessions.is_empty() && !self.serves_ingest()) || over {
                     break;
                 }
             }
@@ -182,6 +189,11 @@ impl Worker {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(),
+                    colocated::INGEST => {
+                        if self.ingest_turn() {
+                            backlog = true;
+                        }
+                    }
                     WAKER => {
                         self.inbox.rearm();
                         backlog = self.drain_inbox();

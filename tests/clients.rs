@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::external::{ensure_packages, Nginx, Node, Redis};
+use common::external::{ensure_packages, logged_addr, Nginx, Node, Redis};
 use common::process::{Running, BIN};
 
 fn root() -> PathBuf {
@@ -96,18 +96,7 @@ fn status_page_in_chromium_shows_connections_and_ticking_prices_without_errors()
         ],
         "admin on http://",
     );
-    let line = server
-        .seen
-        .iter()
-        .find(|l| l.contains("admin on http://"))
-        .unwrap();
-    let admin = line
-        .split("admin on http://")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap();
+    let admin = logged_addr(&server, "admin on http://");
     let artifacts = root().join("target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("status-page.png");

@@ -24,16 +24,7 @@ function freePort() {
   });
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what, cond, timeoutMs = 10000) {
-  const t0 = Date.now();
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() - t0 > timeoutMs) throw new Error("timed out waiting for " + what);
-    await sleep(20);
-  }
-}
+const { sleep, waitFor } = require("./helpers.js");
 
 /** Starts tickfan on the given ports and waits until it logs its admin address. */
 function startServer(ports, extra = []) {

@@ -10,16 +10,7 @@ const path = require("node:path");
 const { TickfanClient } = require(path.join(__dirname, "../../clients/js/tickfan.js"));
 
 const setup = JSON.parse(process.env.FAILOVER_JSON || "{}");
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what, cond, timeoutMs = 10000) {
-  const t0 = Date.now();
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() - t0 > timeoutMs) throw new Error("timed out waiting for " + what);
-    await sleep(20);
-  }
-}
+const { sleep, waitFor } = require("./helpers.js");
 
 async function active(node) {
   try {

@@ -10,7 +10,7 @@ const path = require("node:path");
 const { TickfanClient } = require(path.join(__dirname, "../../clients/js/tickfan.js"));
 
 const setup = JSON.parse(process.env.FAILOVER_JSON || "{}");
-const { sleep, waitFor } = require("./helpers.js");
+const { waitFor } = require("./helpers.js");
 
 async function active(node) {
   try {

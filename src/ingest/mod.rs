@@ -45,7 +45,7 @@ struct Publisher {
 fn publisher_ws_config(cfg: &Config) -> WebSocketConfig {
     // tungstenite zeroes the free part of its read buffer before every read: keep it small
     // (a larger frame still gets room for its whole length).
-    crate::net::conn::ws_config(8 * 1024, cfg.limits.max_publish_bytes)
+    crate::net::conn::ws_config(2 * 1024, cfg.limits.max_publish_bytes)
 }
 
 /// The ingest thread's state.

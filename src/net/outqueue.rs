@@ -53,7 +53,10 @@ pub struct OutQueue {
     /// Bytes of the front frame already written.
     head_offset: usize,
     pending_bytes: usize,
-    pending_data: usize,
+    /// Data frames queued (u32: with the bool beside it, one word).
+    pending_data: u32,
+    /// Something was queued since the last [`Self::shrink_if_idle`].
+    touched: bool,
 }
 
 impl OutQueue {
@@ -66,6 +69,7 @@ impl OutQueue {
     #[inline]
     pub fn push(&mut self, frame: Bytes) {
         self.pending_bytes += frame.len();
+        self.touched = true;
         self.frames.push_back((frame, CONTROL, 0));
     }
 
@@ -75,6 +79,7 @@ impl OutQueue {
         debug_assert!(stream != CONTROL);
         self.pending_bytes += frame.len();
         self.pending_data += 1;
+        self.touched = true;
         self.frames.push_back((frame, stream, ingest_ns));
     }
 
@@ -90,7 +95,7 @@ impl OutQueue {
 
     /// Data frames not yet completely written.
     pub fn pending_data(&self) -> usize {
-        self.pending_data
+        self.pending_data as usize
     }
 
     /// Whether nothing is pending.
@@ -128,7 +133,7 @@ impl OutQueue {
             keep
         });
         self.pending_bytes -= removed.bytes;
-        self.pending_data -= removed.frames;
+        self.pending_data -= removed.frames as u32;
         removed
     }
 
@@ -212,9 +217,14 @@ impl OutQueue {
         }
     }
 
-    /// Frees the slot array of an empty queue (idle connections then cost no queue memory).
+    /// Frees the slot array of an empty queue that nothing was queued on since the last call
+    /// (idle connections then cost no queue memory, while a connection that gets data every
+    /// tick keeps its array instead of reallocating it each time).
     pub fn shrink_if_idle(&mut self) {
-        if self.frames.is_empty() && self.frames.capacity() > 0 {
+        if !std::mem::take(&mut self.touched)
+            && self.frames.is_empty()
+            && self.frames.capacity() > 0
+        {
             self.frames = VecDeque::new();
         }
     }
@@ -222,7 +232,7 @@ impl OutQueue {
     /// Drops everything pending; returns the data frames and bytes dropped.
     pub fn clear(&mut self) -> Removed {
         let removed = Removed {
-            frames: self.pending_data,
+            frames: self.pending_data as usize,
             bytes: self.pending_bytes,
         };
         self.frames = VecDeque::new();
@@ -346,5 +356,20 @@ mod tests {
         let r = q.write_to(&mut w, |_| {}).unwrap();
         assert_eq!((r.data_frames, r.frames), (1, 2));
         assert_eq!(w.out, b"A1pong");
+    }
+
+    #[test]
+    fn shrink_frees_only_after_an_idle_interval() {
+        let mut q = OutQueue::new();
+        q.push(Bytes::from_static(b"x"));
+        let mut sink = Vec::new();
+        q.write_to(&mut sink, |_| {}).unwrap();
+        assert!(q.frames.capacity() > 0);
+        // Used since the last tick: kept.
+        q.shrink_if_idle();
+        assert!(q.frames.capacity() > 0);
+        // Nothing queued for a whole interval: freed.
+        q.shrink_if_idle();
+        assert_eq!(q.frames.capacity(), 0);
     }
 }

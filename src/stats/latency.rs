@@ -17,15 +17,51 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 2).expect("constant histogram bounds are valid")
 }
 
-/// A worker's own recorder (no lock).
+/// Linear buckets below this many µs (one per µs).
+const LINEAR_US: u64 = 128;
+/// Sub-buckets per power of two above [`LINEAR_US`] (1.6% resolution).
+const SUB_BITS: u32 = 6;
+const SUB: usize = 1 << SUB_BITS;
+/// Powers of two from 2^7 up to 2^26 µs (67 s) cover [`MAX_US`].
+const COUNTERS: usize = LINEAR_US as usize + (26 - 7 + 1) * SUB;
+
+/// The bucket of a latency in µs: exact below 128 µs, then 64 buckets per power of two.
+#[inline]
+fn bucket(us: u64) -> usize {
+    if us < LINEAR_US {
+        return us as usize;
+    }
+    let exp = 63 - us.leading_zeros(); // >= 7
+    let sub = ((us >> (exp - SUB_BITS)) as usize) & (SUB - 1);
+    LINEAR_US as usize + (exp as usize - 7) * SUB + sub
+}
+
+/// The middle of a bucket, in µs (what its samples are counted as).
+fn bucket_value(index: usize) -> u64 {
+    if index < LINEAR_US as usize {
+        return index as u64;
+    }
+    let i = index - LINEAR_US as usize;
+    let exp = (i / SUB) as u32 + 7;
+    let sub = (i % SUB) as u64;
+    let width = 1u64 << (exp - SUB_BITS);
+    (1u64 << exp) + sub * width + width / 2
+}
+
+/// A worker's own recorder (no lock): a fixed array of log-linear counters, a few instructions a
+/// sample on the delivery path; folded into the shared histograms at each housekeeping tick.
 #[derive(Debug)]
 pub struct LatencyRecorder {
+    counts: Box<[u32; COUNTERS]>,
+    recorded: u64,
     hist: Histogram<u64>,
 }
 
 impl Default for LatencyRecorder {
     fn default() -> Self {
         LatencyRecorder {
+            counts: Box::new([0; COUNTERS]),
+            recorded: 0,
             hist: new_histogram(),
         }
     }
@@ -36,14 +72,33 @@ impl LatencyRecorder {
     #[inline]
     pub fn record_ns(&mut self, ns: u64) {
         let us = (ns / 1_000).clamp(1, MAX_US);
-        // Clamped into bounds: cannot fail.
-        let _ = self.hist.record(us);
+        let c = &mut self.counts[bucket(us)];
+        *c = c.saturating_add(1);
+        self.recorded += 1;
+    }
+
+    /// Moves the counters into the histogram (at most [`COUNTERS`] entries, usually few).
+    fn fold(&mut self) {
+        if self.recorded == 0 {
+            return;
+        }
+        for (i, c) in self.counts.iter_mut().enumerate() {
+            if *c > 0 {
+                // Within bounds: cannot fail.
+                let _ = self
+                    .hist
+                    .record_n(bucket_value(i).clamp(1, MAX_US), u64::from(*c));
+                *c = 0;
+            }
+        }
+        self.recorded = 0;
     }
 
     /// Moves what was recorded into `shared` (the published histograms): the total since
     /// start, and the current one-second window (rotated here, so an idle worker's window
     /// empties too).
     pub fn publish(&mut self, shared: &SharedLatency) {
+        self.fold();
         {
             let mut w = shared.window.lock().unwrap_or_else(PoisonError::into_inner);
             if w.started.elapsed() >= WINDOW {
@@ -203,5 +258,22 @@ mod tests {
         std::thread::sleep(WINDOW);
         r.publish(&shared);
         assert_eq!(recent(&shared).count, 0);
+    }
+
+    #[test]
+    fn buckets_are_ordered_and_within_two_percent() {
+        let mut last = 0;
+        for us in [
+            1u64, 2, 50, 127, 128, 129, 200, 1_000, 4_095, 4_096, 123_457, 59_999_999, MAX_US,
+        ] {
+            let b = bucket(us);
+            assert!(b >= last && b < COUNTERS, "{us}");
+            last = b;
+            let v = bucket_value(b) as f64;
+            assert!(
+                (v - us as f64).abs() <= us as f64 * 0.02 + 0.5,
+                "{us} -> {v}"
+            );
+        }
     }
 }

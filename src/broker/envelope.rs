@@ -77,8 +77,15 @@ pub struct Envelope<'a> {
     pub seq: Option<u64>,
 }
 
-/// Reads the epoch and seq of a bus message (the rest is parsed as a publisher message).
+/// Reads the epoch and seq of a bus message (the rest is parsed as a publisher message). A
+/// batch (a JSON array, published into Redis by something else) has neither.
 pub fn header(payload: &str) -> Result<Envelope<'_>, serde_json::Error> {
+    if payload.trim_start().starts_with('[') {
+        return Ok(Envelope {
+            epoch: None,
+            seq: None,
+        });
+    }
     let h: Header<'_> = serde_json::from_str(payload)?;
     Ok(Envelope {
         epoch: h.epoch,
@@ -120,6 +127,8 @@ mod tests {
                 seq: None
             }
         );
+        let batch = r#"[{"exchange":"x","symbol":"y","dataType":"z","data":1}]"#;
+        assert_eq!(header(batch).unwrap().seq, None);
         assert!(header("not json").is_err());
     }
 }

@@ -39,7 +39,8 @@ impl Worker {
 
     /// Runs ingest passes until its poll has nothing ready (the worker's registration of it is
     /// edge-triggered), starts its drain when shutdown asks, and drops it once its drain is over.
-    /// Returns whether it dispatched anything the worker should fan out now.
+    /// Returns whether it ran (this worker serves publishers): the caller then drains its
+    /// inbox, where the pass may have put data.
     pub(super) fn ingest_turn(&mut self) -> bool {
         let Some(c) = self.ingest.as_mut() else {
             return false;

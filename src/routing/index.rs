@@ -36,8 +36,6 @@ pub struct HistoryEntry {
     pub at_ms: u64,
     /// The data frame (shared with every queue it went to).
     pub frame: Bytes,
-    /// When the gateway accepted it ([`crate::clock::mono_ns`]).
-    pub ingest_ns: u64,
 }
 
 /// Every stream the worker has seen, indexed by [`StreamId`].

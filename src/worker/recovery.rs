@@ -35,7 +35,7 @@ impl Throttle {
 
 /// Frames found for a subscribe's resume and snapshot, to queue after its reply.
 pub(super) struct Recovered {
-    frames: Vec<(bytes::Bytes, StreamId, u64)>,
+    frames: Vec<(bytes::Bytes, StreamId)>,
     replayed: u64,
     snapshots: u64,
 }
@@ -83,7 +83,6 @@ impl Worker {
             seq: msg.seq,
             at_ms: self.now,
             frame: msg.frame.clone(),
-            ingest_ns: msg.ingest_ns,
         };
         let (added, removed) = self.streams.record(msg.stream, entry, h.size, h.ttl_ms);
         self.stats.history_bytes.add(added as u64);
@@ -100,7 +99,7 @@ impl Worker {
     ) -> (Option<Recovery>, Recovered) {
         let ttl = self.cfg.history.ttl_ms;
         let now = self.now;
-        let mut frames: Vec<(bytes::Bytes, StreamId, u64)> = Vec::new();
+        let mut frames: Vec<(bytes::Bytes, StreamId)> = Vec::new();
         let mut recovery = None;
         let mut resumed: Vec<StreamId> = Vec::new();
         if let Some(resume) = &options.resume {
@@ -143,11 +142,7 @@ impl Worker {
                             .enumerate()
                             .all(|(i, h)| h.seq == last_seen + 1 + i as u64);
                         if unbroken {
-                            frames.extend(
-                                replay
-                                    .into_iter()
-                                    .map(|h| (h.frame.clone(), id, h.ingest_ns)),
-                            );
+                            frames.extend(replay.into_iter().map(|h| (h.frame.clone(), id)));
                             resumed.push(id);
                             None
                         } else {
@@ -186,7 +181,7 @@ impl Worker {
                 let newest = self.streams.get(id).and_then(|e| e.history.back());
                 if let Some(h) = newest.filter(|h| ttl == 0 || now.saturating_sub(h.at_ms) <= ttl) {
                     if let Some(snap) = outbound::snapshot_frame(&h.frame) {
-                        frames.push((snap, id, h.ingest_ns));
+                        frames.push((snap, id));
                         snapshots += 1;
                     }
                 }
@@ -206,7 +201,7 @@ impl Worker {
     pub(super) fn queue_recovered(&mut self, key: usize, r: Recovered) {
         let s = &mut self.sessions[key];
         let n = r.frames.len() as u64;
-        for (frame, id, _) in r.frames {
+        for (frame, id) in r.frames {
             // Not timed: a replay or snapshot is old on purpose (0 = no latency sample).
             s.conn.send_data(frame, id, 0);
         }

@@ -23,6 +23,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod net;
 pub mod notify;
+pub mod prefetch;
 pub mod procfs;
 pub mod protocol;
 pub mod routing;

@@ -144,6 +144,12 @@ impl Conn {
         &mut self.io.sock
     }
 
+    /// The socket, for one write of slices gathered from [`Self::out`] (then accounted with
+    /// [`Self::flush_after`]).
+    pub fn sock(&self) -> &TcpStream {
+        &self.io.sock
+    }
+
     /// The output queue.
     pub fn out(&self) -> &OutQueue {
         &self.io.out
@@ -379,6 +385,24 @@ impl Conn {
     /// every data frame written in full.
     pub fn flush(&mut self, on_data: impl FnMut(u64)) -> io::Result<WriteReport> {
         let report = self.io.out.write_to(&mut self.io.sock, on_data)?;
+        Ok(self.after_flush(report))
+    }
+
+    /// [`Self::flush`] for a connection whose first write was already made from the slices of
+    /// [`OutQueue::gather`], with result `first`: accounts it, and goes on as `flush` does.
+    pub fn flush_after(
+        &mut self,
+        first: io::Result<usize>,
+        on_data: impl FnMut(u64),
+    ) -> io::Result<WriteReport> {
+        let report = self
+            .io
+            .out
+            .complete_write(first, &mut self.io.sock, on_data)?;
+        Ok(self.after_flush(report))
+    }
+
+    fn after_flush(&mut self, report: WriteReport) -> WriteReport {
         if report.drained {
             if let Phase::Lingering { shut, wait_eof } = &mut self.phase {
                 if !*wait_eof {
@@ -391,7 +415,7 @@ impl Conn {
                 }
             }
         }
-        Ok(report)
+        report
     }
 
     /// Marks the connection done (for errors the owner detects).

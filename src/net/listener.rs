@@ -41,6 +41,23 @@ pub fn set_send_buffer(sock: &TcpStream, bytes: usize) {
     }
 }
 
+/// Where accepted connections are kept: a slab that hands out keys.
+pub trait ConnStore<T> {
+    /// The key the next [`Self::insert`] returns.
+    fn vacant_key(&self) -> usize;
+    /// Stores `value`; returns its key.
+    fn insert(&mut self, value: T) -> usize;
+}
+
+impl<T> ConnStore<T> for Slab<T> {
+    fn vacant_key(&self) -> usize {
+        Slab::vacant_key(self)
+    }
+    fn insert(&mut self, value: T) -> usize {
+        Slab::insert(self, value)
+    }
+}
+
 /// Accepts every pending connection (edge-triggered: until `EAGAIN`), registers each for
 /// `interest` under its slab key, and stores `make(key, stream, peer)` in `slab`.
 /// Returns how many were accepted, and the accept error (such as `EMFILE`) that ended the
@@ -48,7 +65,7 @@ pub fn set_send_buffer(sock: &TcpStream, bytes: usize) {
 pub fn accept_into<T>(
     listener: &TcpListener,
     registry: &Registry,
-    slab: &mut Slab<T>,
+    slab: &mut impl ConnStore<T>,
     who: &str,
     interest: Interest,
     mut make: impl FnMut(usize, TcpStream, SocketAddr) -> T,
@@ -58,13 +75,13 @@ pub fn accept_into<T>(
         match listener.accept() {
             Ok((mut sock, peer)) => {
                 let _ = sock.set_nodelay(true);
-                let entry = slab.vacant_entry();
-                let key = entry.key();
+                let key = slab.vacant_key();
                 if let Err(e) = registry.register(&mut sock, Token(key), interest) {
                     log::warn!("{who}: cannot register a connection from {peer}: {e}");
                     continue;
                 }
-                entry.insert(make(key, sock, peer));
+                let stored = slab.insert(make(key, sock, peer));
+                debug_assert_eq!(stored, key);
                 accepted += 1;
             }
             Err(e) if super::would_block(&e) => break,

@@ -11,6 +11,8 @@ use std::io::{self, IoSlice, Write};
 
 use bytes::Bytes;
 
+use crate::prefetch::{prefetch, prefetch_bytes};
+
 /// Most slices handed to one `writev`.
 const MAX_IOV: usize = 128;
 /// Slices of the small `writev` array (most turns queue a few frames per connection; building
@@ -83,6 +85,24 @@ impl OutQueue {
         self.frames.push_back((frame, stream, ingest_ns));
     }
 
+    /// Prefetch hint for the slot the next push writes (see [`crate::prefetch`]).
+    #[inline]
+    pub fn prefetch_back(&self) {
+        // The slot after the last frame; in an empty queue (whose start `finish_report` resets
+        // to the array's first slot), the array's first slot.
+        let (a, b) = self.frames.as_slices();
+        let next = if b.is_empty() { a } else { b }.as_ptr_range().end;
+        prefetch_bytes(next, std::mem::size_of::<(Bytes, u32, u64)>());
+    }
+
+    /// Prefetch hint for the front slot, which the next write reads.
+    #[inline]
+    pub fn prefetch_front(&self) {
+        if let Some(front) = self.frames.front() {
+            prefetch(front);
+        }
+    }
+
     /// Bytes not yet written.
     pub fn pending_bytes(&self) -> usize {
         self.pending_bytes
@@ -137,15 +157,64 @@ impl OutQueue {
         removed
     }
 
+    /// Appends to `iov` the unwritten frames (at most [`MAX_IOV`], the first from its
+    /// unwritten part), for one write that [`Self::complete_write`] then accounts. Returns how
+    /// many slices it appended.
+    pub fn gather<'a>(&'a self, iov: &mut Vec<IoSlice<'a>>) -> usize {
+        let n = self.frames.len().min(MAX_IOV);
+        for (i, (f, _, _)) in self.frames.iter().take(n).enumerate() {
+            iov.push(IoSlice::new(if i == 0 {
+                &f[self.head_offset..]
+            } else {
+                &f[..]
+            }));
+        }
+        n
+    }
+
+    /// Accounts one write made from the slices of [`Self::gather`] (its result `first`), then
+    /// goes on writing to `w` as [`Self::write_to`] does until the queue is empty or `w` would
+    /// block.
+    pub fn complete_write<W: Write>(
+        &mut self,
+        first: io::Result<usize>,
+        w: &mut W,
+        mut on_data: impl FnMut(u64),
+    ) -> io::Result<WriteReport> {
+        let mut report = WriteReport {
+            syscalls: 1,
+            ..WriteReport::default()
+        };
+        match first {
+            Ok(0) if !self.frames.is_empty() => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => {
+                report.bytes += written;
+                self.advance(written, &mut report, &mut on_data);
+            }
+            Err(e) if super::interrupted(&e) => {}
+            Err(e) if super::would_block(&e) => return Ok(self.finish_report(report)),
+            Err(e) => return Err(e),
+        }
+        self.write_more(w, report, on_data)
+    }
+
     /// Writes as much as the writer takes, until the queue is empty or the writer would block.
     /// Other errors are returned (the connection is then dead). `on_data` gets the accept time
     /// of every data frame written in full.
     pub fn write_to<W: Write>(
         &mut self,
         w: &mut W,
+        on_data: impl FnMut(u64),
+    ) -> io::Result<WriteReport> {
+        self.write_more(w, WriteReport::default(), on_data)
+    }
+
+    fn write_more<W: Write>(
+        &mut self,
+        w: &mut W,
+        mut report: WriteReport,
         mut on_data: impl FnMut(u64),
     ) -> io::Result<WriteReport> {
-        let mut report = WriteReport::default();
         while !self.frames.is_empty() {
             report.syscalls += 1;
             let result = if self.frames.len() == 1 {
@@ -170,11 +239,22 @@ impl OutQueue {
                 Err(e) => return Err(e),
             }
         }
+        Ok(self.finish_report(report))
+    }
+
+    /// Sets `drained`; once the queue is empty, gives back a large slot array, or starts the
+    /// next frame at the array's first slot (`clear` resets the start: a connection that gets
+    /// one frame at a time then only ever touches that slot's cache line).
+    fn finish_report(&mut self, mut report: WriteReport) -> WriteReport {
         report.drained = self.frames.is_empty();
-        if report.drained && self.frames.capacity() > KEEP_SLOTS {
-            self.frames = VecDeque::new();
+        if report.drained {
+            if self.frames.capacity() > KEEP_SLOTS {
+                self.frames = VecDeque::new();
+            } else {
+                self.frames.clear();
+            }
         }
-        Ok(report)
+        report
     }
 
     /// Points `iov` at the first frames (the first from its unwritten part); returns how many.
@@ -300,6 +380,73 @@ mod tests {
         assert_eq!((r.frames, r.data_frames), (3, 2));
         assert_eq!(String::from_utf8(w.out).unwrap(), "hello shared world");
         assert_eq!((q.pending_bytes(), q.pending_data()), (0, 0));
+    }
+
+    #[test]
+    fn gathered_write_is_accounted_then_continued() {
+        let mut q = OutQueue::new();
+        q.push_data(Bytes::from_static(b"abc"), 1, 7);
+        q.push(Bytes::from_static(b"de"));
+        q.push_data(Bytes::from_static(b"fgh"), 2, 9);
+        let mut iov = Vec::new();
+        assert_eq!(q.gather(&mut iov), 3);
+        let lens: Vec<usize> = iov.iter().map(|s| s.len()).collect();
+        assert_eq!(lens, vec![3, 2, 3]);
+        drop(iov);
+        // The outside write took 4 bytes; the rest goes to the writer, 2 bytes a call.
+        let mut w = Trickle {
+            out: vec![],
+            per_call: 2,
+            calls_left: 1,
+        };
+        let mut accepted = Vec::new();
+        let r = q
+            .complete_write(Ok(4), &mut w, |t| accepted.push(t))
+            .unwrap();
+        // Three calls: the outside one, the one that took 2 bytes, the one that would block.
+        assert_eq!((r.bytes, r.frames, r.data_frames, r.syscalls), (6, 2, 1, 3));
+        assert!(!r.drained);
+        assert_eq!(accepted, vec![7]);
+        assert_eq!(w.out, b"ef");
+        // The next gather starts inside the partly written frame.
+        let mut iov = Vec::new();
+        assert_eq!(q.gather(&mut iov), 1);
+        assert_eq!(&iov[0][..], b"gh");
+        drop(iov);
+        let r = q
+            .complete_write(Ok(2), &mut w, |t| accepted.push(t))
+            .unwrap();
+        assert!(r.drained);
+        assert_eq!(accepted, vec![7, 9]);
+        assert_eq!((q.pending_bytes(), q.pending_data()), (0, 0));
+    }
+
+    #[test]
+    fn gathered_write_that_blocked_or_failed() {
+        let mut q = OutQueue::new();
+        q.push_data(Bytes::from_static(b"abc"), 1, 0);
+        let mut w = Trickle {
+            out: vec![],
+            per_call: 100,
+            calls_left: 5,
+        };
+        // Would block: nothing more is tried, the frame stays.
+        let r = q
+            .complete_write(Err(io::ErrorKind::WouldBlock.into()), &mut w, |_| {})
+            .unwrap();
+        assert_eq!((r.bytes, r.syscalls, r.drained), (0, 1, false));
+        assert!(w.out.is_empty());
+        // Interrupted: the writer is tried at once.
+        let r = q
+            .complete_write(Err(io::ErrorKind::Interrupted.into()), &mut w, |_| {})
+            .unwrap();
+        assert!(r.drained);
+        assert_eq!(w.out, b"abc");
+        // A zero-byte write with frames pending, or a real error, ends the connection.
+        q.push(Bytes::from_static(b"x"));
+        assert!(q.complete_write(Ok(0), &mut w, |_| {}).is_err());
+        let e = io::Error::from(io::ErrorKind::BrokenPipe);
+        assert!(q.complete_write(Err(e), &mut w, |_| {}).is_err());
     }
 
     #[test]

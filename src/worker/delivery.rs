@@ -12,6 +12,7 @@ use super::session::Session;
 use super::Worker;
 use crate::bus::DataMsg;
 use crate::config::{BackpressureConfig, Policy};
+use crate::net::outqueue::OutQueue;
 use crate::protocol::{outbound, CloseCode};
 use crate::stats::{resident_bytes, WorkerStats};
 
@@ -132,7 +133,13 @@ impl Worker {
         };
         let batch = &cfg.batch;
         let mut routed = 0u64;
-        for &k in &entry.subscribers {
+        for (i, &k) in entry.subscribers.iter().enumerate() {
+            super::prefetch_ahead(
+                &self.sessions,
+                &entry.subscribers,
+                i,
+                OutQueue::prefetch_back,
+            );
             let Some(s) = self.sessions.get_mut(k) else {
                 continue;
             };

@@ -57,8 +57,8 @@ pub struct OutQueue {
     pending_bytes: usize,
     /// Data frames queued (u32: with the bool beside it, one word).
     pending_data: u32,
-    /// Something was queued since the last [`Self::shrink_if_idle`].
-    touched: bool,
+    /// A data frame was queued since the last [`Self::shrink_if_idle`].
+    carried_data: bool,
 }
 
 impl OutQueue {
@@ -71,7 +71,6 @@ impl OutQueue {
     #[inline]
     pub fn push(&mut self, frame: Bytes) {
         self.pending_bytes += frame.len();
-        self.touched = true;
         self.frames.push_back((frame, CONTROL, 0));
     }
 
@@ -81,7 +80,7 @@ impl OutQueue {
         debug_assert!(stream != CONTROL);
         self.pending_bytes += frame.len();
         self.pending_data += 1;
-        self.touched = true;
+        self.carried_data = true;
         self.frames.push_back((frame, stream, ingest_ns));
     }
 
@@ -209,6 +208,7 @@ impl OutQueue {
         self.write_more(w, WriteReport::default(), on_data)
     }
 
+    #[inline]
     fn write_more<W: Write>(
         &mut self,
         w: &mut W,
@@ -242,13 +242,18 @@ impl OutQueue {
         Ok(self.finish_report(report))
     }
 
-    /// Sets `drained`; once the queue is empty, gives back a large slot array, or starts the
-    /// next frame at the array's first slot (`clear` resets the start: a connection that gets
-    /// one frame at a time then only ever touches that slot's cache line).
+    /// Sets `drained`. Once the queue is empty, it gives back a large slot array, or one that
+    /// carried only control frames since the last [`Self::shrink_if_idle`] (a handshake
+    /// response, a reply, a pong: freed at once, so the next connection's allocations reuse the
+    /// memory, instead of thousands of new connections each leaving a freed array behind in the
+    /// heap); a connection that gets data keeps its array and starts the next frame at its
+    /// first slot (`clear` resets the start: one frame at a time then only ever touches that
+    /// slot's cache line).
+    #[inline]
     fn finish_report(&mut self, mut report: WriteReport) -> WriteReport {
         report.drained = self.frames.is_empty();
         if report.drained {
-            if self.frames.capacity() > KEEP_SLOTS {
+            if self.frames.capacity() > KEEP_SLOTS || !self.carried_data {
                 self.frames = VecDeque::new();
             } else {
                 self.frames.clear();
@@ -297,11 +302,11 @@ impl OutQueue {
         }
     }
 
-    /// Frees the slot array of an empty queue that nothing was queued on since the last call
-    /// (idle connections then cost no queue memory, while a connection that gets data every
-    /// tick keeps its array instead of reallocating it each time).
+    /// Frees the slot array of an empty queue that no data frame was queued on since the last
+    /// call (idle connections then cost no queue memory, while a connection that gets data
+    /// every tick keeps its array instead of reallocating it each time).
     pub fn shrink_if_idle(&mut self) {
-        if !std::mem::take(&mut self.touched)
+        if !std::mem::take(&mut self.carried_data)
             && self.frames.is_empty()
             && self.frames.capacity() > 0
         {
@@ -506,9 +511,18 @@ mod tests {
     }
 
     #[test]
+    fn control_only_queue_frees_its_array_when_drained() {
+        let mut q = OutQueue::new();
+        q.push(Bytes::from_static(b"HTTP/1.1 101 Switching Protocols"));
+        let mut sink = Vec::new();
+        assert!(q.write_to(&mut sink, |_| {}).unwrap().drained);
+        assert_eq!(q.frames.capacity(), 0);
+    }
+
+    #[test]
     fn shrink_frees_only_after_an_idle_interval() {
         let mut q = OutQueue::new();
-        q.push(Bytes::from_static(b"x"));
+        q.push_data(Bytes::from_static(b"x"), 1, 0);
         let mut sink = Vec::new();
         q.write_to(&mut sink, |_| {}).unwrap();
         assert!(q.frames.capacity() > 0);

@@ -161,13 +161,7 @@ impl OutQueue {
     /// many slices it appended.
     pub fn gather<'a>(&'a self, iov: &mut Vec<IoSlice<'a>>) -> usize {
         let n = self.frames.len().min(MAX_IOV);
-        for (i, (f, _, _)) in self.frames.iter().take(n).enumerate() {
-            iov.push(IoSlice::new(if i == 0 {
-                &f[self.head_offset..]
-            } else {
-                &f[..]
-            }));
-        }
+        iov.extend(self.unwritten().take(n).map(IoSlice::new));
         n
     }
 
@@ -265,15 +259,20 @@ impl OutQueue {
     /// Points `iov` at the first frames (the first from its unwritten part); returns how many.
     fn fill_iov<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (i, (f, _, _)) in self.frames.iter().take(iov.len()).enumerate() {
-            iov[i] = IoSlice::new(if i == 0 {
-                &f[self.head_offset..]
-            } else {
-                &f[..]
-            });
+        for (slot, bytes) in iov.iter_mut().zip(self.unwritten()) {
+            *slot = IoSlice::new(bytes);
             n += 1;
         }
         n
+    }
+
+    /// The unwritten bytes of each frame, oldest first (the first from its unwritten part).
+    fn unwritten(&self) -> impl Iterator<Item = &[u8]> {
+        let head = self.head_offset;
+        self.frames
+            .iter()
+            .enumerate()
+            .map(move |(i, (f, _, _))| if i == 0 { &f[head..] } else { &f[..] })
     }
 
     /// Drops `written` bytes from the front, counting completed frames into `report`.

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::io::Write;
+
 use common::{msg, start, wait_until, Client};
 use serde_json::json;
 
@@ -108,4 +110,65 @@ fn five_hundred_subscribers_each_get_every_matching_message_once() {
     // 250 clients get 50 messages, 250 get 100, all 500 get END.
     assert_eq!(s.messages_forwarded, 250 * 50 + 250 * 100 + 500);
     assert_eq!(s.dropped_channel_full, 0);
+}
+
+/// A client text frame masked with a non-zero key.
+fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![0x81];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&KEY);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+    f
+}
+
+/// Every way a publisher's bytes can arrive: the first frame in the same segment as the
+/// upgrade request, a frame split over several segments with pauses between them, many frames
+/// in one segment, and a last frame followed at once by the end of the stream. The ingest reads
+/// a socket until a short read, not until `EAGAIN`: none of these may leave a frame unread.
+#[test]
+fn publisher_frames_are_read_however_they_arrive() {
+    for placement in ["worker", "thread"] {
+        let server = start(&[&format!("server.ingest_placement=\"{placement}\"")]);
+        let mut sub = Client::subscriber(&server);
+        sub.subscribe(1, &["x"], &[], &[]);
+        let frame =
+            |i: u64| masked_text_frame(msg("x", "A", "trade", json!(i)).to_string().as_bytes());
+        let mut p = std::net::TcpStream::connect(server.ingest_addr().unwrap()).unwrap();
+        p.set_nodelay(true).unwrap();
+        let mut first = b"GET /publish HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+            Sec-WebSocket-Version: 13\r\n\r\n"
+            .to_vec();
+        first.extend(frame(1));
+        p.write_all(&first).unwrap();
+        for (n, piece) in frame(2).chunks(7).enumerate() {
+            p.write_all(piece).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(if n % 2 == 0 {
+                5
+            } else {
+                0
+            }));
+        }
+        let burst: Vec<u8> = (3..=200).flat_map(frame).collect();
+        p.write_all(&burst).unwrap();
+        let mut end = frame(201);
+        end.extend(masked_text_frame(
+            msg("x", "END", "trade", json!(0)).to_string().as_bytes(),
+        ));
+        p.write_all(&end).unwrap();
+        p.shutdown(std::net::Shutdown::Write).unwrap();
+        let seqs: Vec<u64> = read_until_end(&mut sub).iter().map(|(_, s)| *s).collect();
+        assert_eq!(
+            seqs,
+            (1..=201).collect::<Vec<_>>(),
+            "ingest on the {placement}"
+        );
+    }
 }

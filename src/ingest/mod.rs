@@ -174,7 +174,7 @@ impl IngestServer {
             match ev.token() {
                 LISTENER => self.accept_all(),
                 WAKER => {}
-                Token(k) => self.on_event(k),
+                Token(k) => self.on_event(k, ev.is_read_closed() || ev.is_error()),
             }
         }
         if self.last_sweep.elapsed() >= SWEEP_INTERVAL {
@@ -283,12 +283,12 @@ impl IngestServer {
         }
     }
 
-    fn on_event(&mut self, key: usize) {
+    fn on_event(&mut self, key: usize, peer_closed: bool) {
         let max_head = self.cfg.limits.max_request_head_bytes;
         if let Some(p) = self.publishers.get_mut(key) {
-            // Few connections: always read to EAGAIN (the event's end-of-stream flag is not
-            // passed down here).
-            p.conn.readable(true);
+            // A short read ends the pass (edge-triggered: more data brings a new event), as
+            // on subscriber sockets: one `recv` per publisher frame instead of two.
+            p.conn.readable(peer_closed);
         }
         loop {
             let Some(p) = self.publishers.get_mut(key) else {

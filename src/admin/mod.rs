@@ -162,7 +162,6 @@ pub fn run(
                         continue;
                     };
                     let max = shared.config().limits.max_request_head_bytes;
-                    conn.readable(true);
                     loop {
                         match conn.read_event(max, &mut scratch) {
                             ReadEvent::Head(head) => {

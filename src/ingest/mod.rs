@@ -174,7 +174,7 @@ impl IngestServer {
             match ev.token() {
                 LISTENER => self.accept_all(),
                 WAKER => {}
-                Token(k) => self.on_event(k, ev.is_read_closed() || ev.is_error()),
+                Token(k) => self.on_event(k),
             }
         }
         if self.last_sweep.elapsed() >= SWEEP_INTERVAL {
@@ -283,13 +283,8 @@ impl IngestServer {
         }
     }
 
-    fn on_event(&mut self, key: usize, peer_closed: bool) {
+    fn on_event(&mut self, key: usize) {
         let max_head = self.cfg.limits.max_request_head_bytes;
-        if let Some(p) = self.publishers.get_mut(key) {
-            // A short read ends the pass (edge-triggered: more data brings a new event), as
-            // on subscriber sockets: one `recv` per publisher frame instead of two.
-            p.conn.readable(peer_closed);
-        }
         loop {
             let Some(p) = self.publishers.get_mut(key) else {
                 return;

@@ -30,29 +30,20 @@ pub struct ConnIo {
     pub out: OutQueue,
     /// Bytes read from the socket.
     pub bytes_in: u64,
-    /// A read this readiness event returned less than asked: the socket is drained, so the
-    /// next read would only return `EAGAIN` (a syscall saved per event; with edge-triggered
-    /// readiness, data arriving later raises a new event, which re-arms reading).
-    pub drained: bool,
-    /// The peer closed its side: read until the 0-byte read, never stop at a short one (no new
-    /// event would come for an end of stream already reported).
-    pub until_eof: bool,
     /// Whether the open WebSocket may still send (tungstenite's `can_write`, cached here, in
-    /// the padding beside `drained`, so the hot path does not touch the boxed context of every
+    /// the padding after `bytes_in`, so the hot path does not touch the boxed context of every
     /// connection it writes to).
     pub writable: bool,
 }
 
+/// Reads go on until `EAGAIN` (edge-triggered readiness). A short read is not taken to mean
+/// the socket is empty: on this kernel, data that arrives while a `recv` holds the socket (the
+/// backlog) can be left after a short read with no new readiness event for it; a publisher
+/// stalled that way under the heavy load scenario (docs/architecture.md, "The worker loop").
 impl Read for ConnIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.drained {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
         let n = self.sock.read(buf)?;
         self.bytes_in += n as u64;
-        if n < buf.len() && !self.until_eof {
-            self.drained = true;
-        }
         Ok(n)
     }
 }
@@ -130,8 +121,6 @@ impl Conn {
                 sock,
                 out: OutQueue::new(),
                 bytes_in: 0,
-                drained: false,
-                until_eof: false,
                 writable: false,
             },
             phase: Phase::Head(Vec::new()),
@@ -197,14 +186,6 @@ impl Conn {
     /// Whether the connection is finished and can be dropped.
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done)
-    }
-
-    /// Call when a readiness event says the socket is readable: reading resumes.
-    /// `peer_closed` (the event also reported the peer's end of stream, or an error) makes the
-    /// next reads go on to the end of stream instead of stopping at a short read.
-    pub fn readable(&mut self, peer_closed: bool) {
-        self.io.drained = false;
-        self.io.until_eof |= peer_closed;
     }
 
     /// Reads the next event. Call until [`ReadEvent::WouldBlock`] (edge-triggered readiness).

@@ -243,9 +243,8 @@ impl Worker {
                         backlog = self.drain_inbox();
                     }
                     Token(k) => {
-                        let closed = ev.is_read_closed() || ev.is_error();
-                        let readable = ev.is_readable() || closed;
-                        self.on_conn_event(k, readable, closed, ev.is_writable())
+                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        self.on_conn_event(k, readable, ev.is_writable())
                     }
                 }
             }
@@ -353,9 +352,9 @@ impl Worker {
         true
     }
 
-    fn on_conn_event(&mut self, key: usize, readable: bool, peer_closed: bool, writable: bool) {
+    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool) {
         if readable {
-            self.read_all(key, peer_closed);
+            self.read_all(key);
         }
         if writable {
             self.mark_dirty(key);
@@ -364,11 +363,8 @@ impl Worker {
     }
 
     /// Reads and handles everything the socket has (edge-triggered: until it would block).
-    fn read_all(&mut self, key: usize, peer_closed: bool) {
+    fn read_all(&mut self, key: usize) {
         let max_head = self.cfg.limits.max_request_head_bytes;
-        if let Some(s) = self.sessions.get_mut(key) {
-            s.conn.readable(peer_closed);
-        }
         loop {
             let Some(s) = self.sessions.get_mut(key) else {
                 return;

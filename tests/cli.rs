@@ -2,11 +2,12 @@
 
 mod common;
 
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Stdio};
 
 use std::time::Duration;
 
-use common::process::{Running, BIN};
+use common::process::{wait_exit, Guard, Running, BIN};
 use common::Client;
 use serde_json::json;
 
@@ -203,4 +204,62 @@ fn token_subcommand_mints_a_token_the_server_accepts() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("auth.jwt_secret"));
+}
+
+/// Listeners use SO_REUSEPORT (one per worker); a second instance on the same address must
+/// still fail to start, not join the group and silently take a share of the connections.
+#[test]
+fn a_second_instance_on_the_same_address_refuses_to_start() {
+    let first = Running::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--ingest",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--workers",
+            "2",
+            "--feed",
+            "none",
+        ],
+        "publishers connect to",
+    );
+    let public = first.addr("subscribe at ws://").to_string();
+    let ingest = first.addr("publishers connect to ws://").to_string();
+    for (listen, ingest, which) in [
+        (public.as_str(), "127.0.0.1:0", "public"),
+        ("127.0.0.1:0", ingest.as_str(), "ingest"),
+    ] {
+        let mut second = Guard(
+            Command::new(BIN)
+                .args(["--listen", listen, "--ingest", ingest, "--admin", "off"])
+                .args(["--feed", "none"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let status = wait_exit(&mut second, Duration::from_secs(5));
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "a second instance on the {which} address started"
+        );
+        let mut err = String::new();
+        second
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(
+            err.contains(&format!("cannot bind the {which} listener")) && err.contains("in use"),
+            "{err}"
+        );
+    }
+    // The first instance still serves.
+    let mut c = ws_client(first.addr("subscribe at ws://"), "/ws");
+    c.send(&json!({"type":"subscribe","id":1,"exchange":["x"]}));
+    assert_eq!(c.recv()["type"], "subscribed");
 }

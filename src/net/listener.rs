@@ -20,11 +20,18 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<mio::net::TcpListener>
 }
 
 /// Binds `count` listeners on one address (port 0 resolves to one port shared by all).
+///
+/// Fails with `AddrInUse` when anything already listens on `addr`, another tickfan included:
+/// SO_REUSEPORT alone would let a second process join the group and silently take a share of
+/// the connections.
 pub fn bind_group(
     addr: SocketAddr,
     count: usize,
     backlog: i32,
 ) -> io::Result<Vec<mio::net::TcpListener>> {
+    if addr.port() != 0 {
+        ensure_free(addr)?;
+    }
     let first = bind(addr, backlog)?;
     let bound = first.local_addr()?;
     let mut all = vec![first];
@@ -32,6 +39,14 @@ pub fn bind_group(
         all.push(bind(bound, backlog)?);
     }
     Ok(all)
+}
+
+/// Binds and drops a socket without SO_REUSEPORT: this fails if any socket listens on
+/// `addr` (SO_REUSEADDR still lets it past connections in `TIME_WAIT`).
+fn ensure_free(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())
 }
 
 /// Sets SO_SNDBUF on an accepted socket (0 leaves the kernel's autotuning).

@@ -7,6 +7,7 @@ use std::io::Write;
 
 use common::{msg, start, wait_until, Client};
 use serde_json::json;
+use tickfan::loadgen::wire;
 
 /// Reads until the END marker; returns the (symbol, seq) pairs received before it.
 fn read_until_end(c: &mut Client) -> Vec<(String, u64)> {
@@ -112,19 +113,16 @@ fn five_hundred_subscribers_each_get_every_matching_message_once() {
     assert_eq!(s.dropped_channel_full, 0);
 }
 
-/// A client text frame masked with a non-zero key.
+/// A client text frame masked with a non-zero key: the load tool's frame (zero key), with the
+/// key written in and the payload masked by it.
 fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
     const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-    let mut f = vec![0x81];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
+    let mut f = wire::client_text_frame(payload);
+    let start = f.len() - payload.len();
+    f[start - 4..start].copy_from_slice(&KEY);
+    for (i, b) in f[start..].iter_mut().enumerate() {
+        *b ^= KEY[i % 4];
     }
-    f.extend_from_slice(&KEY);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
     f
 }
 
@@ -145,10 +143,7 @@ fn publisher_frames_are_read_however_they_arrive() {
         };
         let mut p = std::net::TcpStream::connect(server.ingest_addr().unwrap()).unwrap();
         p.set_nodelay(true).unwrap();
-        let mut first = b"GET /publish HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
-            Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-            Sec-WebSocket-Version: 13\r\n\r\n"
-            .to_vec();
+        let mut first = wire::upgrade_request("x", "/publish");
         first.extend(frame("A", 1));
         p.write_all(&first).unwrap();
         for (n, piece) in frame("A", 2).chunks(7).enumerate() {

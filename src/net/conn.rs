@@ -22,18 +22,23 @@ const HEAD_READ_CHUNK: usize = 1024;
 /// The socket as tungstenite sees it: reads come from the socket, writes go to the output
 /// queue (whole frames, since tungstenite's write buffer size is 0), and `flush` is a no-op:
 /// the owner writes the queue once per loop turn.
+///
+/// `repr(C)`, in this order: the queue (56 bytes), `writable` and the socket fill one cache
+/// line, which is all of the connection a delivery touches (docs/architecture.md, "Memory
+/// layout of a session"). (In debug builds mio's socket carries a selector id and spills over.)
 #[derive(Debug)]
+#[repr(C)]
 pub struct ConnIo {
-    /// The socket.
-    pub sock: TcpStream,
     /// Frames waiting to be written.
     pub out: OutQueue,
+    /// Whether the WebSocket is open and may still send (tungstenite's `can_write`, cached
+    /// here so the hot path touches neither the boxed context nor the phase: it is only ever
+    /// true in [`Phase::Open`], which [`Conn::set_phase`] keeps).
+    pub writable: bool,
+    /// The socket.
+    pub sock: TcpStream,
     /// Bytes read from the socket.
     pub bytes_in: u64,
-    /// Whether the open WebSocket may still send (tungstenite's `can_write`, cached here, in
-    /// the padding after `bytes_in`, so the hot path does not touch the boxed context of every
-    /// connection it writes to).
-    pub writable: bool,
 }
 
 /// Reads go on until `EAGAIN` (edge-triggered readiness). A short read is not taken to mean
@@ -104,8 +109,9 @@ pub enum ReadEvent {
     Failed(CloseCode, String),
 }
 
-/// A connection and its state.
+/// A connection and its state (`repr(C)`: the [`ConnIo`] first, see there).
 #[derive(Debug)]
+#[repr(C)]
 pub struct Conn {
     io: ConnIo,
     phase: Phase,
@@ -118,10 +124,10 @@ impl Conn {
     pub fn new(sock: TcpStream, peer: SocketAddr) -> Self {
         Conn {
             io: ConnIo {
-                sock,
                 out: OutQueue::new(),
-                bytes_in: 0,
                 writable: false,
+                sock,
+                bytes_in: 0,
             },
             phase: Phase::Head(Vec::new()),
             peer,
@@ -151,7 +157,8 @@ impl Conn {
 
     /// Whether the WebSocket is open and may carry messages.
     pub fn is_open(&self) -> bool {
-        self.io.writable && matches!(self.phase, Phase::Open(_))
+        debug_assert!(!self.io.writable || matches!(self.phase, Phase::Open(_)));
+        self.io.writable
     }
 
     /// Whether a close is under way (close frame sent or received, or lingering).
@@ -180,7 +187,17 @@ impl Conn {
 
     /// Whether a flush has work: queued bytes, or a lingering write side still to shut.
     pub fn needs_flush(&self) -> bool {
-        !self.io.out.is_empty() || matches!(self.phase, Phase::Lingering { shut: false, .. })
+        !self.io.out.is_empty()
+            || (!self.is_open() && matches!(self.phase, Phase::Lingering { shut: false, .. }))
+    }
+
+    /// Moves to `phase`; leaving [`Phase::Open`] ends `writable`, so that [`Self::is_open`]
+    /// can read that flag alone.
+    fn set_phase(&mut self, phase: Phase) {
+        if !matches!(phase, Phase::Open(_)) {
+            self.io.writable = false;
+        }
+        self.phase = phase;
     }
 
     /// Whether the connection is finished and can be dropped.
@@ -224,15 +241,15 @@ impl Conn {
                     self.read_event(max_head_bytes, scratch)
                 }
                 Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                    self.phase = Phase::Lingering {
+                    self.set_phase(Phase::Lingering {
                         shut: false,
                         wait_eof: false,
-                    };
+                    });
                     ReadEvent::Closed
                 }
                 Err(WsError::Io(_))
                 | Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-                    self.phase = Phase::Done;
+                    self.set_phase(Phase::Done);
                     ReadEvent::Closed
                 }
                 Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
@@ -250,14 +267,14 @@ impl Conn {
             Phase::Lingering { .. } => loop {
                 match self.io.read(scratch) {
                     Ok(0) => {
-                        self.phase = Phase::Done;
+                        self.set_phase(Phase::Done);
                         return ReadEvent::Closed;
                     }
                     Ok(_) => continue,
                     Err(e) if super::interrupted(&e) => continue,
                     Err(e) if super::would_block(&e) => return ReadEvent::WouldBlock,
                     Err(_) => {
-                        self.phase = Phase::Done;
+                        self.set_phase(Phase::Done);
                         return ReadEvent::Closed;
                     }
                 }
@@ -267,7 +284,7 @@ impl Conn {
     }
 
     fn finish(&mut self) -> ReadEvent {
-        self.phase = Phase::Done;
+        self.set_phase(Phase::Done);
         ReadEvent::Closed
     }
 
@@ -286,10 +303,10 @@ impl Conn {
     /// Queues a plain HTTP response and closes after it is written.
     pub fn respond(&mut self, response: Bytes) {
         self.io.out.push(response);
-        self.phase = Phase::Lingering {
+        self.set_phase(Phase::Lingering {
             shut: false,
             wait_eof: true,
-        };
+        });
     }
 
     /// Queues a plain-text HTTP error and closes after it is written.
@@ -336,16 +353,16 @@ impl Conn {
             };
             self.io.writable = false;
             if ctx.close(&mut self.io, Some(frame)).is_err() {
-                self.phase = Phase::Lingering {
+                self.set_phase(Phase::Lingering {
                     shut: false,
                     wait_eof: true,
-                };
+                });
             }
         } else if !matches!(self.phase, Phase::Done) {
-            self.phase = Phase::Lingering {
+            self.set_phase(Phase::Lingering {
                 shut: false,
                 wait_eof: true,
-            };
+            });
         }
     }
 
@@ -354,10 +371,10 @@ impl Conn {
     pub fn fail(&mut self, code: CloseCode, reason: &str) {
         self.close(code, reason);
         if !matches!(self.phase, Phase::Done) {
-            self.phase = Phase::Lingering {
+            self.set_phase(Phase::Lingering {
                 shut: false,
                 wait_eof: true,
-            };
+            });
         }
     }
 
@@ -384,14 +401,15 @@ impl Conn {
     }
 
     fn after_flush(&mut self, report: WriteReport) -> WriteReport {
-        if report.drained {
+        // (An open connection is not lingering: the phase is not read on the delivery path.)
+        if report.drained && !self.is_open() {
             if let Phase::Lingering { shut, wait_eof } = &mut self.phase {
                 if !*wait_eof {
-                    self.phase = Phase::Done;
+                    self.set_phase(Phase::Done);
                 } else if !*shut {
                     *shut = true;
                     if self.io.sock.shutdown(Shutdown::Write).is_err() {
-                        self.phase = Phase::Done;
+                        self.set_phase(Phase::Done);
                     }
                 }
             }
@@ -401,6 +419,23 @@ impl Conn {
 
     /// Marks the connection done (for errors the owner detects).
     pub fn kill(&mut self) {
-        self.phase = Phase::Done;
+        self.set_phase(Phase::Done);
+    }
+}
+
+#[cfg(test)]
+mod layout {
+    use super::{Conn, ConnIo};
+    use std::mem::offset_of;
+
+    /// The queue, `writable` and the socket are the first 64 bytes of a `Conn`: with the
+    /// session's own line before it, a delivery touches two cache lines (worker::session).
+    #[test]
+    fn the_delivery_fields_come_first() {
+        assert_eq!(offset_of!(Conn, io), 0);
+        assert_eq!(offset_of!(ConnIo, out), 0);
+        assert!(offset_of!(ConnIo, writable) < offset_of!(ConnIo, sock));
+        #[cfg(not(debug_assertions))]
+        assert!(offset_of!(ConnIo, sock) + std::mem::size_of::<mio::net::TcpStream>() <= 64);
     }
 }

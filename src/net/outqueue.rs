@@ -47,8 +47,25 @@ pub struct Removed {
     pub bytes: usize,
 }
 
+/// The frame [`OutQueue::complete_whole`] took out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WholeFrame {
+    /// A control frame.
+    Control,
+    /// A data frame, accepted at `ingest_ns` (0 for replays and snapshots).
+    Data {
+        /// When the gateway accepted the message, ns on the monotonic clock.
+        ingest_ns: u64,
+    },
+}
+
 /// Frames waiting to be written, oldest first.
+///
+/// `repr(C)`: 56 bytes in this order, so that with the socket beside it (see
+/// [`crate::net::conn::ConnIo`]) everything a delivery reads and writes of the queue is in one
+/// cache line of the session.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub struct OutQueue {
     /// Frame, tag (stream id or [`CONTROL`]), and for data the time it was accepted.
     frames: VecDeque<(Bytes, u32, u64)>,
@@ -159,10 +176,40 @@ impl OutQueue {
     /// Appends to `iov` the unwritten frames (at most [`MAX_IOV`], the first from its
     /// unwritten part), for one write that [`Self::complete_write`] then accounts. Returns how
     /// many slices it appended.
+    #[inline]
     pub fn gather<'a>(&'a self, iov: &mut Vec<IoSlice<'a>>) -> usize {
+        if self.frames.len() == 1 {
+            // The common case (one message since the last turn), without the iterator.
+            if let Some((frame, _, _)) = self.frames.front() {
+                iov.push(IoSlice::new(&frame[self.head_offset..]));
+                return 1;
+            }
+        }
         let n = self.frames.len().min(MAX_IOV);
         iov.extend(self.unwritten().take(n).map(IoSlice::new));
         n
+    }
+
+    /// The common case of accounting a write made from the slices of [`Self::gather`]: the
+    /// queue held one frame and the write took all of it. Takes the frame out and says what
+    /// it was; `None`, with the queue unchanged, in every other case (then
+    /// [`Self::complete_write`] accounts the write).
+    #[inline]
+    pub fn complete_whole(&mut self, written: usize) -> Option<WholeFrame> {
+        if self.frames.len() != 1 || written != self.pending_bytes {
+            return None;
+        }
+        let (_, tag, ingest_ns) = self.frames.pop_front()?;
+        self.pending_bytes = 0;
+        self.head_offset = 0;
+        let frame = if tag == CONTROL {
+            WholeFrame::Control
+        } else {
+            self.pending_data -= 1;
+            WholeFrame::Data { ingest_ns }
+        };
+        self.emptied();
+        Some(frame)
     }
 
     /// Accounts one write made from the slices of [`Self::gather`] (its result `first`), then
@@ -247,13 +294,20 @@ impl OutQueue {
     fn finish_report(&mut self, mut report: WriteReport) -> WriteReport {
         report.drained = self.frames.is_empty();
         if report.drained {
-            if self.frames.capacity() > KEEP_SLOTS || !self.carried_data {
-                self.frames = VecDeque::new();
-            } else {
-                self.frames.clear();
-            }
+            self.emptied();
         }
         report
+    }
+
+    /// For a queue just emptied: keeps or gives back its slot array (see
+    /// [`Self::finish_report`]).
+    #[inline]
+    fn emptied(&mut self) {
+        if self.frames.capacity() > KEEP_SLOTS || !self.carried_data {
+            self.frames = VecDeque::new();
+        } else {
+            self.frames.clear();
+        }
     }
 
     /// Points `iov` at the first frames (the first from its unwritten part); returns how many.
@@ -384,6 +438,51 @@ mod tests {
         assert_eq!((r.frames, r.data_frames), (3, 2));
         assert_eq!(String::from_utf8(w.out).unwrap(), "hello shared world");
         assert_eq!((q.pending_bytes(), q.pending_data()), (0, 0));
+    }
+
+    #[test]
+    fn one_frame_written_whole_takes_the_short_path() {
+        let mut q = OutQueue::new();
+        q.push_data(Bytes::from_static(b"abcd"), 3, 42);
+        let mut iov = Vec::new();
+        assert_eq!(q.gather(&mut iov), 1);
+        assert_eq!(&*iov[0], b"abcd");
+        drop(iov);
+        // A short write is not whole: the queue is left for `complete_write`.
+        assert_eq!(q.complete_whole(3), None);
+        assert_eq!((q.pending_frames(), q.pending_bytes()), (1, 4));
+        assert_eq!(
+            q.complete_whole(4),
+            Some(WholeFrame::Data { ingest_ns: 42 })
+        );
+        assert_eq!(
+            (q.pending_frames(), q.pending_bytes(), q.pending_data()),
+            (0, 0, 0)
+        );
+        // A control frame, and a queue of two frames, which never takes the short path.
+        q.push(Bytes::from_static(b"pong"));
+        assert_eq!(q.complete_whole(4), Some(WholeFrame::Control));
+        q.push(Bytes::from_static(b"ab"));
+        q.push_data(Bytes::from_static(b"cd"), 1, 7);
+        assert_eq!(q.complete_whole(4), None);
+        assert_eq!(
+            (q.pending_frames(), q.pending_bytes(), q.pending_data()),
+            (2, 4, 1)
+        );
+        // The rest of a partly written frame is whole once written.
+        let mut w = Trickle {
+            out: vec![],
+            per_call: 3,
+            calls_left: 1,
+        };
+        let r = q.write_to(&mut w, |_| {}).unwrap();
+        assert_eq!((r.frames, q.pending_frames(), q.pending_bytes()), (1, 1, 1));
+        let mut iov = Vec::new();
+        assert_eq!(q.gather(&mut iov), 1);
+        assert_eq!(&*iov[0], b"d");
+        drop(iov);
+        assert_eq!(q.complete_whole(1), Some(WholeFrame::Data { ingest_ns: 7 }));
+        assert!(q.is_empty());
     }
 
     #[test]

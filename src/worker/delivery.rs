@@ -44,7 +44,9 @@ fn slow_close(s: &mut Session, stats: &WorkerStats, reason: &str) {
     s.conn.close(CloseCode::SlowConsumer, reason);
 }
 
-/// Offers one data message to a session under `policy`.
+/// Offers one data message to a session under `policy` (inlined into the fan-out loop: a call
+/// per delivery costs more than its body's common case).
+#[inline(always)]
 pub(super) fn offer(
     s: &mut Session,
     msg: &DataMsg,
@@ -153,7 +155,7 @@ impl Worker {
                 };
                 s.conn.send(outbound::dropped(&entry.key, gap, reason));
             }
-            if s.subs.has_throttles() {
+            if s.throttled {
                 let interval = s.subs.throttle_for(&entry.key);
                 if interval > 0 {
                     let throttle = s.throttle.get_or_insert_with(Default::default);

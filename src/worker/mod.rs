@@ -4,6 +4,7 @@
 
 mod colocated;
 mod delivery;
+mod flush;
 mod lifecycle;
 mod recovery;
 mod requests;
@@ -11,7 +12,7 @@ pub mod session;
 pub mod slots;
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use tungstenite::protocol::WebSocketConfig;
 
-use crate::bus::{FlushReport, WorkerInbox, WorkerMsg};
+use crate::bus::{WorkerInbox, WorkerMsg};
 use crate::config::Config;
 use crate::net::conn::{Conn, ReadEvent};
 use crate::net::listener;
@@ -47,7 +48,7 @@ const PREFETCH_SLOT_STEPS: usize = 4;
 #[inline]
 fn prefetch_ahead(sessions: &Slots<Session>, keys: &[usize], i: usize, slot: fn(&OutQueue)) {
     if let Some(&k) = keys.get(i + PREFETCH_SESSION_STEPS) {
-        sessions.prefetch(k);
+        sessions.prefetch(k, session::SESSION_HOT_BYTES);
     }
     if let Some(s) = keys
         .get(i + PREFETCH_SLOT_STEPS)
@@ -55,15 +56,6 @@ fn prefetch_ahead(sessions: &Slots<Session>, keys: &[usize], i: usize, slot: fn(
     {
         slot(s.conn.out());
     }
-}
-
-/// An empty vector with `v`'s allocation, for elements of another lifetime (the flush's slices
-/// borrow the sessions only for one pass; the vectors outlive it). Collecting an emptied
-/// vector's iterator into a vector of a type with the same size and alignment reuses the
-/// allocation, so a loop turn allocates nothing for them.
-fn reuse<T, U>(mut v: Vec<T>) -> Vec<U> {
-    v.clear();
-    v.into_iter().filter_map(|_| None).collect()
 }
 
 /// Token of the worker's listener.
@@ -405,126 +397,20 @@ impl Worker {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        if s.conn.is_done() {
-            return self.remove(key);
-        }
-        if s.conn.is_closing() && !s.close_armed {
-            s.close_armed = true;
-            let (id, at) = (s.id, self.now + self.cfg.heartbeat.close_timeout_ms);
-            self.arm(at, key, id, TimerKind::CloseWait);
+        // An open connection is neither done nor closing: the delivery path reads one flag.
+        if !s.conn.is_open() {
+            if s.conn.is_done() {
+                return self.remove(key);
+            }
+            if s.conn.is_closing() && !s.close_armed {
+                s.close_armed = true;
+                let (id, at) = (s.id, self.now + self.cfg.heartbeat.close_timeout_ms);
+                self.arm(at, key, id, TimerKind::CloseWait);
+            }
         }
         if self.sessions[key].conn.needs_flush() {
             self.mark_dirty(key);
         }
-    }
-
-    /// Writes every connection that has pending output (one `writev` per connection when the
-    /// socket takes it all), then drops connections that are finished.
-    ///
-    /// In three passes, so that the `writev` calls follow one another with next to no
-    /// user-space work between them (each call through the kernel's TCP path evicts the
-    /// worker's code and data from the core's caches): gather every connection's frames while
-    /// the fan-out has just touched them, write them all, then account the results.
-    fn flush_dirty(&mut self) -> FlushReport {
-        let mut report = FlushReport::default();
-        let mut dirty = std::mem::take(&mut self.dirty);
-        let mut results = std::mem::take(&mut self.write_results);
-        results.clear();
-        {
-            // Gather: each dirty connection's socket and the end of its slices (no socket when
-            // it has no frames). The write pass then touches nothing of the sessions.
-            let mut iov: Vec<IoSlice<'_>> = reuse(std::mem::take(&mut self.iov_scratch));
-            let mut targets: Vec<(Option<BorrowedFd<'_>>, usize)> =
-                reuse(std::mem::take(&mut self.fd_scratch));
-            for &k in &dirty {
-                let fd = match self.sessions.get(k).filter(|s| s.dirty) {
-                    Some(s) if s.conn.out().gather(&mut iov) > 0 => Some(s.conn.sock().as_fd()),
-                    _ => None,
-                };
-                targets.push((fd, iov.len()));
-            }
-            // Write: one call per connection (rustix makes the system calls itself, without
-            // libc's wrappers and their thread-cancellation bookkeeping around each).
-            let mut start = 0;
-            for &(fd, end) in &targets {
-                let slices = &iov[start..end];
-                start = end;
-                results.push(fd.map(|fd| {
-                    match slices {
-                        [one] => rustix::net::send(fd, one, rustix::net::SendFlags::NOSIGNAL),
-                        _ => rustix::io::writev(fd, slices),
-                    }
-                    .map_err(io::Error::from)
-                }));
-            }
-            self.iov_scratch = reuse(iov);
-            self.fd_scratch = reuse(targets);
-        }
-        // Account: one clock read for the pass, the latency of every frame written in it.
-        let now_ns = crate::clock::mono_ns();
-        for (i, (&k, first)) in dirty.iter().zip(results.drain(..)).enumerate() {
-            prefetch_ahead(&self.sessions, &dirty, i, OutQueue::prefetch_front);
-            let Some(s) = self.sessions.get_mut(k) else {
-                continue;
-            };
-            if !s.dirty {
-                continue;
-            }
-            s.dirty = false;
-            s.batch_count = 0;
-            s.batch_bytes = 0;
-            let latency = &mut self.latency;
-            // Replays and snapshots carry 0: they are old messages on purpose, not late.
-            let on_data = |t: u64| {
-                if t != 0 {
-                    latency.record_ns(now_ns.saturating_sub(t))
-                }
-            };
-            let flushed = match first {
-                Some(first) => s.conn.flush_after(first, on_data),
-                None => s.conn.flush(on_data),
-            };
-            match flushed {
-                Ok(r) => {
-                    report.connections += 1;
-                    report.frames += r.frames as u64;
-                    report.bytes += r.bytes as u64;
-                    s.data_written += r.data_frames as u64;
-                    self.stats.data_written.add(r.data_frames as u64);
-                    s.frames_out += r.frames as u64;
-                    s.bytes_out += r.bytes as u64;
-                    self.stats.frames_written.add(r.frames as u64);
-                    self.stats.bytes_written.add(r.bytes as u64);
-                    self.stats.write_syscalls.add(r.syscalls as u64);
-                    // Ask for WRITABLE only while the socket holds back output.
-                    if r.drained == s.want_write {
-                        s.want_write = !r.drained;
-                        let interest = if r.drained {
-                            Interest::READABLE
-                        } else {
-                            Interest::READABLE | Interest::WRITABLE
-                        };
-                        let _ =
-                            self.poll
-                                .registry()
-                                .reregister(s.conn.socket(), Token(k), interest);
-                    }
-                    self.after_write(k);
-                    self.settle(k);
-                }
-                Err(e) => {
-                    self.stats.closed_io_error.inc();
-                    s.note_close(1006, &format!("write failed: {e}"), true);
-                    self.remove(k);
-                }
-            }
-        }
-        dirty.clear();
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
-        }
-        self.write_results = results;
-        report
     }
 
     fn remove(&mut self, key: usize) {
@@ -578,23 +464,5 @@ impl Worker {
             s.frames_out,
             s.bytes_out
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reuse_keeps_the_allocation_across_lifetimes() {
-        let scratch: Vec<IoSlice<'static>> = Vec::with_capacity(64);
-        let at = scratch.as_ptr() as usize;
-        let buf = [1u8; 4];
-        let mut iov: Vec<IoSlice<'_>> = reuse(scratch);
-        iov.push(IoSlice::new(&buf));
-        assert_eq!((iov.as_ptr() as usize, iov.len()), (at, 1));
-        let back: Vec<IoSlice<'static>> = reuse(iov);
-        assert_eq!((back.as_ptr() as usize, back.len()), (at, 0));
-        assert!(back.capacity() >= 64);
     }
 }

@@ -219,13 +219,15 @@ impl Worker {
                     }
                 }
                 let throttle = options.throttle_ms;
-                match s.subs.subscribe(
+                let subscribed = s.subs.subscribe(
                     &mut self.streams,
                     key,
                     filter.clone(),
                     throttle,
                     max_filters,
-                ) {
+                );
+                s.subs_changed();
+                match subscribed {
                     Ok(done) => {
                         if done.new {
                             self.stats.subscriptions_active.inc();
@@ -260,6 +262,7 @@ impl Worker {
                 match found {
                     Some(n) => {
                         s.subs.unsubscribe(&mut self.streams, key, n);
+                        s.subs_changed();
                         self.stats.subscriptions_active.sub(1);
                         outbound::unsubscribed(id.as_deref(), &filter_id(n))
                     }

@@ -59,36 +59,59 @@ pub struct SessionAuth {
 }
 
 /// One subscriber connection owned by a worker.
+///
+/// Laid out for the delivery loops (docs/architecture.md, "Memory layout of a session"):
+/// `repr(C)` and aligned to a cache line, the fields that fan-out and flush read and write for
+/// every delivery come first, in the first line, and the connection's queue and socket fill
+/// the second. Everything after those 128 bytes is touched only by requests, timers and
+/// closes. Moving a field across that boundary costs a cache miss per delivery.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct Session {
+    // Line 0: per-delivery state and counters.
+    /// Whether it is in the worker's list of connections to flush this turn.
+    pub dirty: bool,
+    /// Whether it is registered for WRITABLE (only while the socket holds back output).
+    pub want_write: bool,
+    /// Whether a filter is throttled (`subs.has_throttles()`, kept here by
+    /// [`Self::subs_changed`] so that fan-out does not read `subs`).
+    pub throttled: bool,
+    /// Whether the close-handshake deadline is armed.
+    pub close_armed: bool,
+    /// Data frames queued since the last flush (batching).
+    pub batch_count: u32,
+    /// Worker clock (ms) since when its queue is above the soft limit.
+    pub over_soft_since: Option<u64>,
+    /// Data messages dropped by the drop policy and not yet reported, by stream.
+    // Boxed: 8 bytes per connection instead of 24; only the drop policy ever fills it.
+    #[allow(clippy::box_collection)]
+    pub missed: Option<Box<Vec<(u32, u64)>>>,
+    /// Data messages queued.
+    pub data_queued: u64,
+    /// Data frames written in full.
+    pub data_written: u64,
+    /// Frames written in full.
+    pub frames_out: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    // Line 1: the output queue and the socket (the rest of `Conn` follows).
     /// The connection.
     pub conn: Conn,
+    // Cold: requests, timers, closes.
+    /// Filters and matched streams.
+    pub subs: Subscriptions,
     /// Process-unique id (worker index in the top 16 bits), used in logs and `getStats`.
     pub id: u64,
     /// When it was accepted, on the worker clock (ms).
     pub opened_at: u64,
     /// When it was accepted, ms since the epoch.
     pub opened_ms: u64,
-    /// Whether it completed the WebSocket upgrade.
-    pub upgraded: bool,
-    /// Filters and matched streams.
-    pub subs: Subscriptions,
-    /// Whether it is in the worker's list of connections to flush this turn.
-    pub dirty: bool,
-    /// Whether it is registered for WRITABLE (only while the socket holds back output).
-    pub want_write: bool,
     /// Inbound rate limit.
     pub bucket: TokenBucket,
-    /// RATE_LIMITED replies since the last accepted message.
-    pub strikes: u32,
     /// Worker clock (ms) of the last frame received from the client.
     pub last_rx_ms: u64,
     /// Worker clock (ms) when an unanswered heartbeat ping was sent.
     pub ping_sent_ms: Option<u64>,
-    /// Whether the close-handshake deadline is armed.
-    pub close_armed: bool,
-    /// Data frames queued since the last flush (batching).
-    pub batch_count: u32,
     /// Data bytes queued since the last flush (batching).
     pub batch_bytes: usize,
     /// Worker clock (ms) when the current batch must be flushed.
@@ -99,16 +122,8 @@ pub struct Session {
     pub refused: Option<Box<str>>,
     /// The authenticated user and its token's terms, when authentication is on.
     pub auth: Option<Box<SessionAuth>>,
-    /// Worker clock (ms) since when its queue is above the soft limit.
-    pub over_soft_since: Option<u64>,
     /// Throttled streams' state (only for connections with a throttled filter).
     pub throttle: Option<Box<super::recovery::Throttle>>,
-    /// Data messages dropped by the drop policy and not yet reported, by stream.
-    // Boxed: 8 bytes per connection instead of 24; only the drop policy ever fills it.
-    #[allow(clippy::box_collection)]
-    pub missed: Option<Box<Vec<(u32, u64)>>>,
-    /// Data frames written in full.
-    pub data_written: u64,
     /// Data frames replaced by newer ones (conflate policy).
     pub conflated: u64,
     /// Data messages dropped by the drop policy.
@@ -117,52 +132,59 @@ pub struct Session {
     pub dropped_on_close: u64,
     /// Application messages received.
     pub messages_in: u64,
-    /// Data messages queued.
-    pub data_queued: u64,
-    /// Frames written in full.
-    pub frames_out: u64,
-    /// Bytes written.
-    pub bytes_out: u64,
     /// Error replies sent.
     pub errors: u64,
+    /// RATE_LIMITED replies since the last accepted message.
+    pub strikes: u32,
+    /// Whether it completed the WebSocket upgrade.
+    pub upgraded: bool,
 }
+
+/// Bytes at the start of a [`Session`] that the delivery loops touch: the ones to prefetch.
+pub const SESSION_HOT_BYTES: usize = 128;
 
 impl Session {
     /// A new session for an accepted connection at worker clock `now`.
     pub fn new(conn: Conn, id: u64, burst: u32, now: u64) -> Self {
         Session {
+            dirty: false,
+            want_write: false,
+            throttled: false,
+            close_armed: false,
+            batch_count: 0,
+            over_soft_since: None,
+            missed: None,
+            data_queued: 0,
+            data_written: 0,
+            frames_out: 0,
+            bytes_out: 0,
             conn,
             id,
             opened_at: now,
             opened_ms: crate::shared::now_ms(),
             upgraded: false,
             subs: Subscriptions::default(),
-            dirty: false,
-            want_write: false,
             bucket: TokenBucket::new(burst, now),
             strikes: 0,
             last_rx_ms: now,
             ping_sent_ms: None,
-            close_armed: false,
-            batch_count: 0,
             batch_bytes: 0,
             batch_deadline: 0,
             close: None,
             refused: None,
             auth: None,
-            over_soft_since: None,
-            missed: None,
             throttle: None,
-            data_written: 0,
             conflated: 0,
             dropped_slow: 0,
             dropped_on_close: 0,
             messages_in: 0,
-            data_queued: 0,
-            frames_out: 0,
-            bytes_out: 0,
             errors: 0,
         }
+    }
+
+    /// To be called after `subs` changed: refreshes [`Self::throttled`].
+    pub fn subs_changed(&mut self) {
+        self.throttled = self.subs.has_throttles();
     }
 
     /// Records why the connection ends, unless a cause is already recorded.
@@ -223,6 +245,24 @@ mod tests {
 mod size_budget {
     /// An idle connection must stay near 1 KiB in all (docs/benchmarks.md): the session, its
     /// boxed WebSocket state and read buffer, and its timers. Growing these needs a reason.
+    /// What the delivery loops touch stays in the first [`super::SESSION_HOT_BYTES`]: the
+    /// line of per-delivery fields, then the queue, the socket and `writable`.
+    #[test]
+    fn delivery_fields_fill_the_first_two_cache_lines() {
+        use crate::net::conn::ConnIo;
+        use std::mem::{align_of, offset_of, size_of};
+        type S = super::Session;
+        assert_eq!(align_of::<S>(), 64);
+        assert!(offset_of!(S, bytes_out) + size_of::<u64>() <= 64);
+        assert_eq!(offset_of!(S, conn), 64);
+        // `Conn` starts with its `ConnIo` (tested in net::conn).
+        assert!(64 + offset_of!(ConnIo, writable) < super::SESSION_HOT_BYTES);
+        #[cfg(not(debug_assertions))]
+        assert!(64 + offset_of!(ConnIo, bytes_in) <= super::SESSION_HOT_BYTES);
+        // The slab's slots use a niche of the session for their tag: line-aligned too.
+        assert_eq!(crate::worker::slots::Slots::<S>::SLOT_BYTES, size_of::<S>());
+    }
+
     #[test]
     fn per_connection_structs_stay_small() {
         assert!(

@@ -114,12 +114,15 @@ impl<T> Slots<T> {
         }
     }
 
-    /// Asks for the cache lines of the slot under `key` without reading it (any key is fine:
-    /// a hint for a vacant or out-of-range slot is only wasted).
+    /// Bytes of one slot (a value and, unless it fits in a niche of the value, a tag).
+    pub const SLOT_BYTES: usize = std::mem::size_of::<Slot<T>>();
+
+    /// Asks for the cache lines of the first `bytes` of the slot under `key` without reading
+    /// it (any key is fine: a hint for a vacant or out-of-range slot is only wasted).
     #[inline]
-    pub fn prefetch(&self, key: usize) {
+    pub fn prefetch(&self, key: usize, bytes: usize) {
         let slot = self.slots.as_ptr().wrapping_add(key);
-        prefetch_bytes(slot, std::mem::size_of::<Slot<T>>());
+        prefetch_bytes(slot, bytes.min(Self::SLOT_BYTES));
     }
 
     /// Every stored value with its key, in key order.
@@ -207,11 +210,11 @@ mod tests {
         }
         s.remove(3);
         for key in [0, 3, 9, 10, 1_000_000, usize::MAX] {
-            s.prefetch(key);
+            s.prefetch(key, usize::MAX);
         }
         assert_eq!(s.len(), 9);
         assert_eq!(s[9][19], 9);
         let empty: Slots<u8> = Slots::new();
-        empty.prefetch(0);
+        empty.prefetch(0, 64);
     }
 }

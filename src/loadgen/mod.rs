@@ -47,6 +47,15 @@ pub fn table(r: &Report) -> String {
             "lost, gaps, duplicates",
             format!("{}, {}, {}", r.lost, r.gaps, r.duplicates),
         );
+        if r.closed_during_run > 0 {
+            row(
+                "subscribers closed in run",
+                format!(
+                    "{} (their later messages count as lost)",
+                    r.closed_during_run
+                ),
+            );
+        }
         let l = &r.latency_ms;
         row(
             "latency ms",

@@ -21,6 +21,24 @@ use crate::procfs::{cpu_times, rss_bytes, CpuTimes};
 pub const DEFAULT_CONCURRENCY: usize = 100;
 /// How long to wait for late messages after publishing stops.
 const DRAIN: Duration = Duration::from_secs(3);
+/// The publisher frames for `messages` (JSON texts): a lone message as itself, more as arrays of
+/// at most [`MAX_BATCH_MESSAGES`].
+fn publish_frames(messages: &[String]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    messages.chunks(MAX_BATCH_MESSAGES).map(|chunk| {
+        let text = match chunk {
+            [one] => one.clone(),
+            _ => format!("[{}]", chunk.join(",")),
+        };
+        wire::client_text_frame(text.as_bytes())
+    })
+}
+
+/// Most messages in one publisher frame. When the tool falls behind its rate (the publisher's
+/// socket full, the server saturated), everything due goes out at once: in frames of at most
+/// this many messages (about 64 KiB at the default payload), well under the gateway's
+/// `limits.max_publish_bytes` (1 MiB), which a larger batch would exceed and get the publisher
+/// closed with 1009.
+const MAX_BATCH_MESSAGES: usize = 256;
 
 /// Where the server under test listens.
 #[derive(Debug, Clone)]
@@ -90,6 +108,10 @@ pub struct Report {
     pub duplicates: u64,
     /// Messages of one stream that arrived with a seq jump (gaps).
     pub gaps: u64,
+    /// Subscribers whose connection ended while messages were published (for instance closed
+    /// by the gateway with 4001 because this tool read too slowly): their remaining
+    /// deliveries count as lost.
+    pub closed_during_run: usize,
     /// Deliveries per second during the run.
     pub deliveries_per_sec: f64,
     /// Delivery latency (publisher send to subscriber receive), ms.
@@ -313,6 +335,8 @@ pub fn run(scenario: &Scenario, target: &Target, progress: bool) -> io::Result<R
             per_stream_subs[st] += 1;
         }
     }
+    let dead = |subs: &[Sub]| subs.iter().filter(|s| s.phase == Phase::Dead).count();
+    let dead_before = dead(&subs);
     let cpu_before = target.server_pid.and_then(cpu_times).unwrap_or_default();
     let pad = "x".repeat(scenario.payload_bytes);
     let start = Instant::now();
@@ -335,12 +359,9 @@ pub fn run(scenario: &Scenario, target: &Target, progress: bool) -> io::Result<R
                     ));
                     published += 1;
                 }
-                let text = if batch.len() == 1 {
-                    batch.pop().unwrap_or_default()
-                } else {
-                    format!("[{}]", batch.join(","))
-                };
-                publisher.write_all(&wire::client_text_frame(text.as_bytes()))?;
+                for frame in publish_frames(&batch) {
+                    publisher.write_all(&frame)?;
+                }
             }
         } else if tally.delivered - delivered_before >= expected {
             break;
@@ -376,6 +397,7 @@ pub fn run(scenario: &Scenario, target: &Target, progress: bool) -> io::Result<R
     report.lost = expected.saturating_sub(delivered);
     report.duplicates = tally.duplicates;
     report.gaps = tally.gaps;
+    report.closed_during_run = dead(&subs) - dead_before;
     report.deliveries_per_sec = delivered as f64 / scenario.duration.as_secs_f64().min(secs);
     report.latency_ms = percentiles(&tally.latency);
     report.server_cpu_user_s = cpu.user;
@@ -466,5 +488,40 @@ fn step(sub: &mut Sub, scratch: &mut [u8], tally: &mut Tally, scenario: &Scenari
     }
     if sub.flush().is_err() {
         sub.phase = Phase::Dead;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The payload of a client frame from `client_text_frame` (its mask is zero).
+    fn payload(frame: &[u8]) -> serde_json::Value {
+        let start = match frame[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        } + 4;
+        serde_json::from_slice(&frame[start..]).expect("JSON payload")
+    }
+
+    #[test]
+    fn a_backlog_goes_out_in_frames_the_gateway_accepts() {
+        let messages: Vec<String> = (0..600).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+        let frames: Vec<Vec<u8>> = publish_frames(&messages).collect();
+        let sizes: Vec<usize> = frames
+            .iter()
+            .map(|f| payload(f).as_array().map_or(0, Vec::len))
+            .collect();
+        assert_eq!(sizes, vec![256, 256, 88]);
+        let order: Vec<u64> = frames
+            .iter()
+            .flat_map(|f| payload(f).as_array().cloned().unwrap_or_default())
+            .filter_map(|m| m["n"].as_u64())
+            .collect();
+        assert_eq!(order, (0..600).collect::<Vec<u64>>());
+        // One message is sent as itself, not as an array.
+        let one: Vec<Vec<u8>> = publish_frames(&messages[..1]).collect();
+        assert_eq!(payload(&one[0]), serde_json::json!({"n": 0}));
     }
 }

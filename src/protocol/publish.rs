@@ -47,6 +47,23 @@ struct RawPublish<'a> {
     data: Option<&'a RawValue>,
 }
 
+/// The same message with typed fields, read in one pass over the text: the way a valid message
+/// (nearly every message) is parsed. Anything it refuses goes through [`RawPublish`] and
+/// [`parse_fields`], which take the message apart field by field to say what is wrong.
+#[derive(Deserialize)]
+struct TypedPublish<'a> {
+    #[serde(borrow)]
+    exchange: Cow<'a, str>,
+    #[serde(borrow)]
+    symbol: Cow<'a, str>,
+    #[serde(rename = "dataType", borrow)]
+    data_type: Cow<'a, str>,
+    #[serde(default)]
+    ts: Option<u64>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
 /// The messages of one frame: each valid message, or the error for it.
 pub type ParsedFrame<'a> = Vec<Result<PublishMsg<'a>, PublishError>>;
 
@@ -99,6 +116,36 @@ fn invalid(message: impl Into<String>) -> PublishError {
 }
 
 fn parse_one(text: &str, max_name_bytes: usize) -> Result<PublishMsg<'_>, PublishError> {
+    match parse_typed(text, max_name_bytes) {
+        Some(msg) => Ok(msg),
+        None => parse_fields(text, max_name_bytes),
+    }
+}
+
+/// One pass for a valid message; `None` for anything else (including a valid message that
+/// `parse_fields` would refuse: a `null` data or a bad name).
+fn parse_typed(text: &str, max_name_bytes: usize) -> Option<PublishMsg<'_>> {
+    let t: TypedPublish = serde_json::from_str(text).ok()?;
+    let data = t.data?.get();
+    for (field, value) in [
+        ("exchange", &t.exchange),
+        ("symbol", &t.symbol),
+        ("dataType", &t.data_type),
+    ] {
+        check_name(field, value, max_name_bytes).ok()?;
+    }
+    Some(PublishMsg {
+        exchange: t.exchange,
+        symbol: t.symbol,
+        data_type: t.data_type,
+        ts: t.ts,
+        data,
+    })
+}
+
+/// The message field by field, each checked on its own, so that the error says which field is
+/// wrong and how.
+fn parse_fields(text: &str, max_name_bytes: usize) -> Result<PublishMsg<'_>, PublishError> {
     let raw: RawPublish = serde_json::from_str(text).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => invalid("message must be a JSON object"),
         _ => frame_error(e),
@@ -187,6 +234,52 @@ mod tests {
             msgs[3].as_ref().unwrap_err().code,
             ErrorCode::InvalidMessage
         );
+    }
+
+    /// Whatever the one-pass parse accepts, the field-by-field parse accepts the same way;
+    /// whatever it refuses is left to the field-by-field parse, which names the problem.
+    #[test]
+    fn the_one_pass_parse_agrees_with_the_field_by_field_parse() {
+        let corpus = [
+            r#"{"exchange":"a","symbol":"b","dataType":"c","data":1}"#,
+            r#"{"data":{"x":[1,2]},"dataType":"c","symbol":"b","exchange":"a","ts":7}"#,
+            r#"{"exchange":"a\u0062","symbol":"b\\n","dataType":"c","data":"s","extra":[1]}"#,
+            r#"{"exchange":"a","symbol":"b","dataType":"c","ts":null,"data":null}"#,
+            r#"{"exchange":"a","symbol":"b","dataType":"c","ts":1.5,"data":1}"#,
+            r#"{"exchange":"a","symbol":"b","dataType":"c","ts":-1,"data":1}"#,
+            r#"{"exchange":null,"symbol":"b","dataType":"c","data":1}"#,
+            r#"{"exchange":"","symbol":"b","dataType":"c","data":1}"#,
+            r#"{"exchange":7,"symbol":"b","dataType":"c","data":1}"#,
+            r#"{"exchange":"a","exchange":"a","symbol":"b","dataType":"c","data":1}"#,
+            r#"{"exchange":"a","symbol":"b","dataType":"c"}"#,
+            r#"{"exchange":"a","symbol":"b","dataType":"cccccccccccccccccccc","data":1}"#,
+            r#"{"exchange":"a","symbol":"b","dataType":"c","data":1} x"#,
+            r#"{"exchange":"a","symbol":"b","dataType":"c","data":}"#,
+            r#"[1]"#,
+        ];
+        let mut typed = 0;
+        for text in corpus {
+            let fields = parse_fields(text, 16);
+            match parse_typed(text, 16) {
+                Some(m) => {
+                    typed += 1;
+                    let f = fields.unwrap_or_else(|e| panic!("{text}: {e:?}"));
+                    assert_eq!(
+                        (&m.exchange, &m.symbol, &m.data_type, m.ts, m.data),
+                        (&f.exchange, &f.symbol, &f.data_type, f.ts, f.data),
+                        "{text}"
+                    );
+                }
+                None => assert!(
+                    fields.is_err(),
+                    "{text}: refused by the one-pass parse only"
+                ),
+            }
+        }
+        assert_eq!(typed, 3, "the first three messages are valid");
+        // The escapes are decoded the same way.
+        let m = parse_typed(corpus[2], 16).unwrap();
+        assert_eq!((&*m.exchange, &*m.symbol), ("ab", "b\\n"));
     }
 
     #[test]

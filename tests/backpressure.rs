@@ -309,3 +309,29 @@ fn full_worker_channel_drops_for_that_worker_only_and_is_explained() {
     assert_eq!(seen + dropped, 301);
     assert_eq!(server.stats().delivery.channel_gap_messages, dropped);
 }
+
+/// A frame larger than the soft limit puts any queue over it for a moment; a client that reads
+/// it at once leaves the soft-limit state with each write, so the grace period never runs out
+/// and nothing is dropped (each write ends in the same check, whichever path the flush takes).
+#[test]
+fn a_reading_client_is_not_held_to_a_soft_limit_smaller_than_one_frame() {
+    let server = start(&[
+        "backpressure.policy=\"drop\"",
+        "backpressure.soft_limit_bytes=100",
+        "backpressure.hard_limit_bytes=262144",
+        "backpressure.soft_grace_ms=200",
+    ]);
+    let mut c = Client::subscriber(&server);
+    c.subscribe(1, &["x"], &["A"], &["trade"]);
+    const N: u64 = 20;
+    let reader = fast_reader(c, N);
+    let mut p = Client::publisher(&server);
+    // One ~250-byte message every 40 ms: 800 ms in all, four grace periods.
+    publish_paced(&mut p, N, 1, |i| {
+        std::thread::sleep(Duration::from_millis(30));
+        msg("x", "A", "trade", payload(i))
+    });
+    reader.join().unwrap();
+    assert_eq!(server.stats().delivery.dropped_slow_consumer, 0);
+    assert_balanced(&server);
+}

@@ -83,7 +83,10 @@ impl Worker {
             }
             // Short path: an open connection's one frame went out whole. Nothing is left to
             // write, so the session needs no settling; only a queue that was over its soft
-            // limit, or held back by the socket, has more to do.
+            // limit, or held back by the socket, has more to do. (It repeats the accounting of
+            // the general path below with constants: folded into that path through a
+            // `WriteReport`, the light scenario measured 658 instructions per delivery instead
+            // of 613 with cachegrind.)
             let whole = match &first {
                 Some(Ok(n)) if s.conn.is_open() => s.conn.out_mut().complete_whole(*n),
                 _ => None,

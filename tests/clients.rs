@@ -4,8 +4,11 @@
 
 mod common;
 
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::external::{ensure_packages, logged_addr, Nginx, Node, Redis};
 use common::process::{Running, BIN};
@@ -40,14 +43,50 @@ fn node() -> Command {
     cmd
 }
 
+/// The longest a Node.js or npm run may take (npm ci downloads Chromium's driver once).
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs `cmd` to its end and returns its output; fails when it fails. After [`RUN_TIMEOUT`]
+/// its whole process group is killed and the test fails with what it printed: a Node.js test
+/// that failed with a connection still open would otherwise keep its process, and CI, waiting.
 fn run(mut cmd: Command, what: &str) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut child = cmd
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = collect(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = collect(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let text = format!(
         "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default()
     );
-    assert!(out.status.success(), "{what} failed:\n{text}");
+    match status {
+        Some(status) => assert!(status.success(), "{what} failed:\n{text}"),
+        None => panic!("{what} did not end within {RUN_TIMEOUT:?}:\n{text}"),
+    }
     text
 }
 

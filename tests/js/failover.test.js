@@ -12,13 +12,18 @@ const { TickfanClient } = require(path.join(__dirname, "../../clients/js/tickfan
 const setup = JSON.parse(process.env.FAILOVER_JSON || "{}");
 const { waitFor } = require("./helpers.js");
 
-async function active(node) {
+async function stats(node) {
   try {
     const r = await fetch(node.admin + "/stats");
-    return (await r.json()).activeConnections;
+    return await r.json();
   } catch (e) {
-    return -1; // stopped
+    return null; // stopped
   }
+}
+
+async function active(node) {
+  const s = await stats(node);
+  return s ? s.activeConnections : -1;
 }
 
 test("the client fails over to the other node and resumes without a gap", async () => {
@@ -37,45 +42,52 @@ test("the client fails over to the other node and resumes without a gap", async 
     onEpoch: (e, old) => epochs.push([old, e]),
   });
   client.subscribe({ exchange: ["binance"], symbols: ["BTCUSDT"], dataTypes: ["trade"] });
-  await client.connect();
-  let home = -1;
-  await waitFor("the client on a node", async () => {
-    const counts = await Promise.all(setup.nodes.map(active));
-    home = counts.indexOf(1);
-    return home >= 0 && counts.reduce((a, b) => a + b, 0) === 1;
-  });
-  const other = setup.nodes[1 - home];
-
-  // A publisher on the other node: trade i every 10 ms.
-  const pub = new WebSocket(other.ingest);
-  await new Promise((resolve, reject) => {
-    pub.onopen = resolve;
-    pub.onerror = reject;
-  });
-  let sent = 0;
-  const timer = setInterval(() => {
-    sent += 1;
-    pub.send(JSON.stringify({ exchange: "binance", symbol: "BTCUSDT", dataType: "trade", data: { i: sent } }));
-  }, 10);
+  let pub = null;
   try {
-    await waitFor("50 messages", () => items.length >= 50);
-    process.kill(setup.nodes[home].pid, "SIGTERM");
-    await waitFor("a reconnect", () => client.stats().reconnects >= 1, 15000);
-    const at = items.length;
-    await waitFor("50 more messages", () => items.length >= at + 50, 15000);
+    await client.connect();
+    let home = -1;
+    // Connected and subscribed: the node counts the filter once it has taken the request, and
+    // the first message published after that is the first the client must get.
+    await waitFor("the client subscribed on a node", async () => {
+      const all = await Promise.all(setup.nodes.map(stats));
+      home = all.findIndex((s) => s && s.activeConnections === 1 && s.totalSubscriptions === 1);
+      return home >= 0 && all.reduce((n, s) => n + (s ? s.activeConnections : 0), 0) === 1;
+    });
+    const other = setup.nodes[1 - home];
+
+    // A publisher on the other node: trade i every 10 ms.
+    pub = new WebSocket(other.ingest);
+    await new Promise((resolve, reject) => {
+      pub.onopen = resolve;
+      pub.onerror = reject;
+    });
+    let sent = 0;
+    const timer = setInterval(() => {
+      sent += 1;
+      pub.send(JSON.stringify({ exchange: "binance", symbol: "BTCUSDT", dataType: "trade", data: { i: sent } }));
+    }, 10);
+    try {
+      await waitFor("50 messages", () => items.length >= 50);
+      process.kill(setup.nodes[home].pid, "SIGTERM");
+      await waitFor("a reconnect", () => client.stats().reconnects >= 1, 15000);
+      const at = items.length;
+      await waitFor("50 more messages", () => items.length >= at + 50, 15000);
+    } finally {
+      clearInterval(timer);
+    }
+    await waitFor("every message", () => items.length > 0 && items[items.length - 1] === sent, 10000);
+    assert.deepStrictEqual(items, Array.from({ length: sent }, (_, k) => k + 1), "every message once, in order");
+    const first = seqs[0];
+    assert.deepStrictEqual(seqs, Array.from({ length: seqs.length }, (_, k) => first + k), "contiguous seqs");
+    assert.deepStrictEqual(gaps, []);
+    assert.deepStrictEqual(epochs, [], "the same epoch on both nodes");
+    assert.strictEqual(await active(other), 1, "now on the other node");
+    const st = client.stats();
+    assert.strictEqual(st.duplicates, 0);
+    assert.ok(st.reconnects >= 1);
   } finally {
-    clearInterval(timer);
+    // Also when an assertion failed: open sockets would keep this process alive.
+    if (pub) pub.close();
+    client.close();
   }
-  await waitFor("every message", () => items.length > 0 && items[items.length - 1] === sent, 10000);
-  pub.close();
-  assert.deepStrictEqual(items, Array.from({ length: sent }, (_, k) => k + 1), "every message once, in order");
-  const first = seqs[0];
-  assert.deepStrictEqual(seqs, Array.from({ length: seqs.length }, (_, k) => first + k), "contiguous seqs");
-  assert.deepStrictEqual(gaps, []);
-  assert.deepStrictEqual(epochs, [], "the same epoch on both nodes");
-  assert.strictEqual(await active(other), 1, "now on the other node");
-  const st = client.stats();
-  assert.strictEqual(st.duplicates, 0);
-  assert.ok(st.reconnects >= 1);
-  client.close();
 });

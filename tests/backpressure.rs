@@ -310,25 +310,60 @@ fn full_worker_channel_drops_for_that_worker_only_and_is_explained() {
     assert_eq!(server.stats().delivery.channel_gap_messages, dropped);
 }
 
-/// A frame larger than the soft limit puts any queue over it for a moment; a client that reads
-/// it at once leaves the soft-limit state with each write, so the grace period never runs out
-/// and nothing is dropped (each write ends in the same check, whichever path the flush takes).
+/// With a soft limit of one byte and no grace, a queue holds at most the one frame it took
+/// while empty, so every write of it is a one-frame write (the flush's short path). The drops
+/// made while it waited must still be reported once it is written, with nothing else queued
+/// or published after it, and without waiting for some later event to flush the session.
 #[test]
-fn a_reading_client_is_not_held_to_a_soft_limit_smaller_than_one_frame() {
+fn a_queue_of_one_frame_reports_the_drops_once_written() {
+    let server = start(&[
+        "server.send_buffer_bytes=16384",
+        "backpressure.policy=\"drop\"",
+        "backpressure.soft_limit_bytes=1",
+        "backpressure.hard_limit_bytes=262144",
+        "backpressure.soft_grace_ms=0",
+        // No heartbeat ping in the test's time: nothing but the flush itself writes the notice.
+        "heartbeat.ping_interval_ms=600000",
+    ]);
+    let mut slow = slow_subscriber(&server, 4096);
+    slow.subscribe(1, &["x"], &["A"], &["depth"]);
+    const N: u64 = 2_000;
+    let mut p = Client::publisher(&server);
+    publish_paced(&mut p, N, 100, |i| msg("x", "A", "depth", payload(i)));
+    wait_until("every message routed", || {
+        let d = server.stats().delivery;
+        d.routed == N && d.dropped_slow_consumer > 0
+    });
+    let (mut data, mut missed) = (0u64, 0u64);
+    while data + missed < N {
+        let v = slow.recv();
+        match v["type"].as_str() {
+            Some("data") => data += 1,
+            Some("dropped") => missed += v["count"].as_u64().unwrap(),
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    assert_eq!(missed, server.stats().delivery.dropped_slow_consumer);
+    assert_balanced(&server);
+}
+
+/// An empty queue takes any message up to the hard limit: a client that has read everything is
+/// not a slow consumer, however large the message, even with no grace period at all.
+#[test]
+fn an_empty_queue_takes_a_message_larger_than_the_soft_limit() {
     let server = start(&[
         "backpressure.policy=\"drop\"",
         "backpressure.soft_limit_bytes=100",
         "backpressure.hard_limit_bytes=262144",
-        "backpressure.soft_grace_ms=200",
+        "backpressure.soft_grace_ms=0",
     ]);
     let mut c = Client::subscriber(&server);
     c.subscribe(1, &["x"], &["A"], &["trade"]);
-    const N: u64 = 20;
+    const N: u64 = 10;
     let reader = fast_reader(c, N);
     let mut p = Client::publisher(&server);
-    // One ~250-byte message every 40 ms: 800 ms in all, four grace periods.
     publish_paced(&mut p, N, 1, |i| {
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(20));
         msg("x", "A", "trade", payload(i))
     });
     reader.join().unwrap();

@@ -61,12 +61,14 @@ pub(super) fn offer(
     let (frame, stream, ingest_ns) = (&msg.frame, msg.stream, msg.ingest_ns);
     let pending = s.conn.out().pending_bytes();
     let len = frame.len();
-    if pending + len <= bp.soft_limit_bytes {
+    let over_hard = pending + len > bp.hard_limit_bytes;
+    // Under the soft limit, or an empty queue (the client has read everything: not slow,
+    // however large this one message) within the hard limit.
+    if pending + len <= bp.soft_limit_bytes || (pending == 0 && !over_hard) {
         s.over_soft_since = None;
         s.conn.send_data(frame.clone(), stream, ingest_ns);
         return Offer::Queued;
     }
-    let over_hard = pending + len > bp.hard_limit_bytes;
     let since = *s.over_soft_since.get_or_insert(now);
     if !over_hard && now.saturating_sub(since) < bp.soft_grace_ms {
         s.conn.send_data(frame.clone(), stream, ingest_ns);

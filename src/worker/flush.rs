@@ -116,7 +116,9 @@ impl Worker {
                     );
                 }
                 if s.over_soft_since.is_some() || s.missed.is_some() {
+                    // It may queue `dropped` notices: settle schedules their write.
                     self.after_write(k);
+                    self.settle(k);
                 }
                 continue;
             }

@@ -51,6 +51,34 @@ fn fast_reader(mut c: Client, n: u64) -> std::thread::JoinHandle<Client> {
     })
 }
 
+/// Reads a client's backlog until `n` messages of stream x/A/depth are accounted for: data in
+/// seq order, and `dropped` notices (reason `slow_consumer`) counting the rest. Returns the
+/// data messages read and the messages the notices counted.
+fn read_data_and_notices(c: &mut Client, n: u64) -> (u64, u64) {
+    let (mut data, mut missed, mut last) = (0u64, 0u64, 0u64);
+    while data + missed < n {
+        let v = c.recv();
+        match v["type"].as_str() {
+            Some("data") => {
+                let seq = v["seq"].as_u64().unwrap();
+                assert!(seq > last);
+                last = seq;
+                data += 1;
+            }
+            Some("dropped") => {
+                assert_eq!(v["reason"], "slow_consumer", "{v}");
+                assert_eq!(
+                    (v["symbol"].as_str(), v["dataType"].as_str()),
+                    (Some("A"), Some("depth"))
+                );
+                missed += v["count"].as_u64().unwrap();
+            }
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    (data, missed)
+}
+
 /// Reads `n` data messages and checks they are seq 1..=n of one stream.
 fn expect_all_in_order(c: &mut Client, n: u64) {
     for i in 1..=n {
@@ -180,27 +208,7 @@ fn drop_policy_reports_what_was_missed() {
     reader.join().unwrap();
     assert!(server.stats().delivery.dropped_slow_consumer > 0);
     // The slow client reads everything: data in seq order plus notices that count the rest.
-    let (mut data, mut missed, mut last) = (0u64, 0u64, 0u64);
-    while data + missed < N {
-        let v = slow.recv();
-        match v["type"].as_str() {
-            Some("data") => {
-                let seq = v["seq"].as_u64().unwrap();
-                assert!(seq > last);
-                last = seq;
-                data += 1;
-            }
-            Some("dropped") => {
-                assert_eq!(v["reason"], "slow_consumer", "{v}");
-                assert_eq!(
-                    (v["symbol"].as_str(), v["dataType"].as_str()),
-                    (Some("A"), Some("depth"))
-                );
-                missed += v["count"].as_u64().unwrap();
-            }
-            _ => panic!("unexpected {v}"),
-        }
-    }
+    let (data, missed) = read_data_and_notices(&mut slow, N);
     assert_eq!(data + missed, N);
     assert_eq!(missed, server.stats().delivery.dropped_slow_consumer);
     assert_balanced(&server);
@@ -334,15 +342,8 @@ fn a_queue_of_one_frame_reports_the_drops_once_written() {
         let d = server.stats().delivery;
         d.routed == N && d.dropped_slow_consumer > 0
     });
-    let (mut data, mut missed) = (0u64, 0u64);
-    while data + missed < N {
-        let v = slow.recv();
-        match v["type"].as_str() {
-            Some("data") => data += 1,
-            Some("dropped") => missed += v["count"].as_u64().unwrap(),
-            _ => panic!("unexpected {v}"),
-        }
-    }
+    let (data, missed) = read_data_and_notices(&mut slow, N);
+    assert_eq!(data + missed, N);
     assert_eq!(missed, server.stats().delivery.dropped_slow_consumer);
     assert_balanced(&server);
 }

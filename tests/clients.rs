@@ -8,10 +8,10 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::external::{ensure_packages, logged_addr, Nginx, Node, Redis};
-use common::process::{Running, BIN};
+use common::process::{wait_exit, Guard, Running, BIN};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -50,12 +50,13 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// its whole process group is killed and the test fails with what it printed: a Node.js test
 /// that failed with a connection still open would otherwise keep its process, and CI, waiting.
 fn run(mut cmd: Command, what: &str) -> String {
-    let mut child = cmd
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut child = Guard(
+        cmd.process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}")),
+    );
     let collect = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = Vec::new();
@@ -63,21 +64,15 @@ fn run(mut cmd: Command, what: &str) -> String {
             String::from_utf8_lossy(&text).into_owned()
         })
     };
-    let stdout = collect(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = collect(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let group = format!("-{}", child.id());
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let stdout = collect(Box::new(child.0.stdout.take().expect("stdout")));
+    let stderr = collect(Box::new(child.0.stderr.take().expect("stderr")));
+    let status = wait_exit(&mut child, RUN_TIMEOUT);
+    if status.is_none() {
+        // The whole group: `node --test` runs each test file in a child of its own.
+        let group = format!("-{}", child.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = child.0.wait();
+    }
     let text = format!(
         "{}{}",
         stdout.join().unwrap_or_default(),

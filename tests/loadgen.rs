@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{Guard, BIN};
+use common::process::{signal, wait_exit, Guard, BIN};
 use tickfan::loadgen::{run, Scenario, Target};
 
 fn small(name: &str) -> Scenario {
@@ -101,6 +101,9 @@ fn baseline_server_serves_the_same_scenario() {
         ingest: parts[4].parse().unwrap(),
         server_pid: Some(child.0.id()),
     };
+    // Stopped and continued while it waits in `epoll_wait`, which then fails with EINTR: it
+    // goes on serving (it used to exit with "Interrupted system call").
+    stop_and_continue(&child);
     let report = run(&small("heavy"), &target, false).unwrap();
     assert_eq!(report.connected, 40);
     assert_eq!(
@@ -109,4 +112,51 @@ fn baseline_server_serves_the_same_scenario() {
         "{report:?}"
     );
     assert_eq!(report.delivered, report.published * 40);
+}
+
+/// `kill -STOP`, then `kill -CONT`, with a pause on each side so the process is asleep in its
+/// poll when it stops.
+fn stop_and_continue(child: &Guard) {
+    std::thread::sleep(Duration::from_millis(200));
+    signal(child, "-STOP");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(child, "-CONT");
+}
+
+#[test]
+fn the_load_tool_survives_being_stopped_and_continued() {
+    let server = common::start(&[
+        "limits.max_connections_per_ip=0",
+        "limits.new_connections_per_ip_per_min=0",
+    ]);
+    let mut tool = Guard(
+        Command::new(BIN)
+            .args([
+                "bench",
+                "light",
+                "--subscribers",
+                "20",
+                "--duration",
+                "2",
+                "--json",
+            ])
+            .arg("--to")
+            .arg(server.public_addr().unwrap().to_string())
+            .arg("--publish-to")
+            .arg(server.ingest_addr().unwrap().to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Mid-run: the subscribers are connected and messages are flowing.
+    std::thread::sleep(Duration::from_millis(500));
+    stop_and_continue(&tool);
+    let status = wait_exit(&mut tool, Duration::from_secs(30)).expect("the tool ends");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut tool.0.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "{status}: {out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["connected"], 20, "{report}");
+    assert!(report["published"].as_u64().unwrap() > 0, "{report}");
 }

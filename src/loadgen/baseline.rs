@@ -114,7 +114,7 @@ pub fn serve(public: SocketAddr, ingest: SocketAddr) -> io::Result<()> {
     let mut scratch = vec![0u8; 1 << 20];
     let mut dirty: Vec<usize> = Vec::new();
     loop {
-        poll.poll(&mut events, None)?;
+        crate::net::poll_events(&mut poll, &mut events, None)?;
         for ev in events.iter() {
             match ev.token() {
                 PUBLIC | INGEST => {

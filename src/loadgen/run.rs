@@ -299,7 +299,7 @@ pub fn run(scenario: &Scenario, target: &Target, progress: bool) -> io::Result<R
             next += 1;
             in_flight += 1;
         }
-        poll.poll(&mut events, Some(Duration::from_millis(10)))?;
+        crate::net::poll_events(&mut poll, &mut events, Some(Duration::from_millis(10)))?;
         for ev in events.iter() {
             let sub = &mut subs[ev.token().0];
             step(sub, &mut scratch, &mut tally, scenario);
@@ -366,7 +366,7 @@ pub fn run(scenario: &Scenario, target: &Target, progress: bool) -> io::Result<R
         } else if tally.delivered - delivered_before >= expected {
             break;
         }
-        poll.poll(&mut events, Some(Duration::from_millis(1)))?;
+        crate::net::poll_events(&mut poll, &mut events, Some(Duration::from_millis(1)))?;
         for ev in events.iter() {
             step(&mut subs[ev.token().0], &mut scratch, &mut tally, scenario);
         }

@@ -58,8 +58,13 @@ pub fn scan_str<'a>(hay: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     Some(&hay[at..at + end])
 }
 
+/// Where `needle` (not empty) first starts in `hay`. Candidates are picked by their first byte, so
+/// a slice comparison runs only where that byte matches (a `memcmp` call per position was the load
+/// tool's largest user-space cost).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    let (&first, rest) = needle.split_first()?;
+    let last_start = hay.len().checked_sub(needle.len())?;
+    (0..=last_start).find(|&i| hay[i] == first && &hay[i + 1..i + needle.len()] == rest)
 }
 
 #[cfg(test)]
@@ -76,6 +81,10 @@ mod tests {
         assert_eq!(scan_u64(payload, b"\"seq\":"), Some(42));
         assert_eq!(scan_u64(payload, b"\"t\":"), Some(123456789));
         assert_eq!(scan_str(payload, b"\"symbol\":\""), Some(&b"S7"[..]));
+        assert_eq!(find(b"ab", b"abc"), None);
+        assert_eq!(find(b"xxab", b"ab"), Some(2));
+        assert_eq!(find(b"aab", b"ab"), Some(1));
+        assert_eq!(find(b"ab", b""), None);
         let f = client_text_frame(&[b'a'; 300]);
         assert_eq!((f[0], f[1], f.len()), (0x81, 0x80 | 126, 300 + 8));
     }

@@ -17,3 +17,21 @@ pub fn would_block(err: &std::io::Error) -> bool {
 pub fn interrupted(err: &std::io::Error) -> bool {
     err.kind() == std::io::ErrorKind::Interrupted
 }
+
+/// Waits for events like [`mio::Poll::poll`], but a wait cut short by a signal is a wake with
+/// no events instead of an error: `epoll_wait` returns `EINTR` when a handler ran, and on Linux
+/// also after the process was stopped and continued (`kill -STOP`, then `-CONT`), even with no
+/// handler installed.
+pub fn poll_events(
+    poll: &mut mio::Poll,
+    events: &mut mio::Events,
+    timeout: Option<std::time::Duration>,
+) -> std::io::Result<()> {
+    match poll.poll(events, timeout) {
+        Err(e) if interrupted(&e) => {
+            events.clear();
+            Ok(())
+        }
+        other => other,
+    }
+}

@@ -54,14 +54,22 @@ fn vm_rss(status: &str) -> Option<u64> {
 mod tests {
     #[test]
     fn reads_this_process() {
+        use std::time::{Duration, Instant};
         let pid = std::process::id();
-        let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_add(i * i);
-        }
-        std::hint::black_box(x);
-        let t = super::cpu_times(pid).unwrap();
-        assert!(t.user + t.system > 0.0);
+        // Burn CPU until the kernel has charged some: it counts in ticks (4 ms at 250 Hz), and a
+        // fixed loop can finish inside one in a release build (it did: 0 ticks).
+        let t0 = Instant::now();
+        let charged = loop {
+            let burn = Instant::now();
+            while burn.elapsed() < Duration::from_millis(20) {
+                std::hint::black_box(burn.elapsed());
+            }
+            let t = super::cpu_times(pid).unwrap();
+            if t.user + t.system > 0.0 || t0.elapsed() > Duration::from_secs(10) {
+                break t.user + t.system;
+            }
+        };
+        assert!(charged > 0.0, "no CPU time read after 10 s of spinning");
         assert!(super::rss_bytes(pid).unwrap() > 100_000);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::candidates::Candidates;
 use super::filter::{Filter, StreamKey};
 use crate::config::Policy;
 
@@ -38,10 +39,12 @@ pub struct HistoryEntry {
     pub frame: Bytes,
 }
 
-/// Every stream the worker has seen, indexed by [`StreamId`].
+/// Every stream the worker has seen, indexed by [`StreamId`], and every filter its connections
+/// hold, by symbol (for streams not seen yet).
 #[derive(Debug, Default)]
 pub struct StreamTable {
     entries: Vec<Option<StreamEntry>>,
+    candidates: Candidates,
 }
 
 impl StreamTable {
@@ -139,6 +142,14 @@ impl StreamTable {
         };
         e.last_seq = e.last_seq.max(seq);
         gap
+    }
+
+    /// The connections that may receive a new stream of `symbol` (ascending, each once): those
+    /// holding a filter that names the symbol or matches any. The caller checks each one's
+    /// filters ([`Subscriptions::matches`]); a new stream costs its candidates, not every
+    /// connection of the worker.
+    pub fn candidates(&self, symbol: &str) -> Vec<usize> {
+        self.candidates.for_symbol(symbol)
     }
 
     /// Known streams in id order.
@@ -267,6 +278,7 @@ impl Subscriptions {
             self.streams.extend_from_slice(&added);
             self.streams.sort_unstable();
         }
+        table.candidates.add(&filter, conn);
         self.filters.push((n, filter));
         self.set_throttle(n, throttle_ms);
         Ok(Subscribed {
@@ -341,6 +353,7 @@ impl Subscriptions {
             return false;
         };
         let (_, removed) = self.filters.remove(pos);
+        table.candidates.remove(&removed, conn);
         if let Some(list) = self.throttles.as_mut() {
             list.retain(|(m, _)| *m != n);
             if list.is_empty() {
@@ -374,6 +387,9 @@ impl Subscriptions {
     pub fn clear(&mut self, table: &mut StreamTable, conn: usize) {
         for &id in &self.streams {
             table.remove_subscriber(id, conn);
+        }
+        for (_, f) in &self.filters {
+            table.candidates.remove(f, conn);
         }
         self.streams = Vec::new();
         self.filters = Vec::new();
@@ -474,5 +490,62 @@ mod tests {
         assert_eq!(s.find_id("x"), None);
         s.clear(&mut t, 1);
         assert!(t.get(2).unwrap().subscribers.is_empty());
+    }
+
+    #[test]
+    fn new_stream_candidates_cover_every_matching_connection() {
+        // Random subscribes, unsubscribes and closes over 40 connections; after each step, for
+        // streams the table has not seen, the candidates' matches are exactly the connections
+        // whose filters match.
+        let names = ["BTC", "ETH", "SOL", "XRP"];
+        let exchanges = ["binance", "kraken"];
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut t = StreamTable::new();
+        let mut conns: Vec<Subscriptions> = (0..40).map(|_| Subscriptions::default()).collect();
+        for _ in 0..2_000 {
+            let c = next(conns.len());
+            match next(10) {
+                0 => conns[c].clear(&mut t, c),
+                1 | 2 => {
+                    let held: Vec<u32> = conns[c].filters.iter().map(|(n, _)| *n).collect();
+                    if !held.is_empty() {
+                        let n = held[next(held.len())];
+                        assert!(conns[c].unsubscribe(&mut t, c, n));
+                    }
+                }
+                _ => {
+                    let mut sy: Vec<&str> = Vec::new();
+                    for _ in 0..next(3) {
+                        sy.push(names[next(names.len())]);
+                    }
+                    let ex: &[&str] = if next(2) == 0 { &[] } else { &exchanges[..1] };
+                    let _ = conns[c].subscribe(&mut t, c, f(ex, &sy, &[]), 0, 4);
+                }
+            }
+            for sym in names.iter().chain(&["DOGE"]) {
+                for ex in exchanges {
+                    let key = StreamKey::new(ex, sym, "trade");
+                    let all: Vec<usize> = (0..conns.len())
+                        .filter(|&k| conns[k].matches(&key))
+                        .collect();
+                    let via: Vec<usize> = t
+                        .candidates(sym)
+                        .into_iter()
+                        .filter(|&k| conns[k].matches(&key))
+                        .collect();
+                    assert_eq!(via, all, "{key:?}");
+                }
+            }
+        }
+        for (k, c) in conns.iter_mut().enumerate() {
+            c.clear(&mut t, k);
+        }
+        assert!(t.candidates.is_empty());
     }
 }

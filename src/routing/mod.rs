@@ -1,6 +1,7 @@
-//! Routing inside a worker: filters, the stream → subscribers index, and each connection's
-//! subscriptions.
+//! Routing inside a worker: filters, the stream → subscribers index, each connection's
+//! subscriptions, and the candidates for a stream not seen yet.
 
+pub mod candidates;
 pub mod filter;
 pub mod index;
 

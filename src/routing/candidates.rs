@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use super::filter::{FieldMatch, Filter};
+use super::remove_one;
 
 /// Connections (slab keys) by the symbols their filters name. A connection appears once per
 /// filter that names the symbol (or matches any symbol), so removing one filter leaves the
@@ -30,17 +31,12 @@ impl Candidates {
 
     /// Takes back one [`add`](Self::add) of `filter` for `conn`.
     pub fn remove(&mut self, filter: &Filter, conn: usize) {
-        fn take(list: &mut Vec<usize>, conn: usize) {
-            if let Some(pos) = list.iter().position(|&c| c == conn) {
-                list.swap_remove(pos);
-            }
-        }
         match &filter.symbols {
-            FieldMatch::Any => take(&mut self.any_symbol, conn),
+            FieldMatch::Any => remove_one(&mut self.any_symbol, conn),
             FieldMatch::OneOf(names) => {
                 for name in names.iter() {
                     if let Some(list) = self.by_symbol.get_mut(name) {
-                        take(list, conn);
+                        remove_one(list, conn);
                         if list.is_empty() {
                             self.by_symbol.remove(name);
                         }

@@ -178,9 +178,7 @@ impl StreamTable {
 
     fn remove_subscriber(&mut self, id: StreamId, conn: usize) {
         if let Some(Some(e)) = self.entries.get_mut(id as usize) {
-            if let Some(pos) = e.subscribers.iter().position(|&c| c == conn) {
-                e.subscribers.swap_remove(pos);
-            }
+            super::remove_one(&mut e.subscribers, conn);
         }
     }
 }

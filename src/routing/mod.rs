@@ -7,3 +7,10 @@ pub mod index;
 
 pub use filter::{FieldMatch, Filter, StreamKey};
 pub use index::{StreamId, StreamTable, Subscriptions};
+
+/// Removes one occurrence of `conn` from `list`, if any (the order is not kept).
+fn remove_one(list: &mut Vec<usize>, conn: usize) {
+    if let Some(pos) = list.iter().position(|&c| c == conn) {
+        list.swap_remove(pos);
+    }
+}

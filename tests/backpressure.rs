@@ -51,10 +51,11 @@ fn fast_reader(mut c: Client, n: u64) -> std::thread::JoinHandle<Client> {
     })
 }
 
-/// Reads a client's backlog until `n` messages of stream x/A/depth are accounted for: data in
-/// seq order, and `dropped` notices (reason `slow_consumer`) counting the rest. Returns the
-/// data messages read and the messages the notices counted.
-fn read_data_and_notices(c: &mut Client, n: u64) -> (u64, u64) {
+/// Reads a slow client's backlog until `n` messages of stream x/A/depth are accounted for
+/// (data in seq order, and `dropped` notices with reason `slow_consumer` counting the rest),
+/// then checks that the notices counted exactly what the server dropped and that its counters
+/// balance.
+fn assert_every_message_accounted_for(c: &mut Client, server: &ServerHandle, n: u64) {
     let (mut data, mut missed, mut last) = (0u64, 0u64, 0u64);
     while data + missed < n {
         let v = c.recv();
@@ -76,7 +77,9 @@ fn read_data_and_notices(c: &mut Client, n: u64) -> (u64, u64) {
             _ => panic!("unexpected {v}"),
         }
     }
-    (data, missed)
+    assert_eq!(data + missed, n);
+    assert_eq!(missed, server.stats().delivery.dropped_slow_consumer);
+    assert_balanced(server);
 }
 
 /// Reads `n` data messages and checks they are seq 1..=n of one stream.
@@ -208,10 +211,7 @@ fn drop_policy_reports_what_was_missed() {
     reader.join().unwrap();
     assert!(server.stats().delivery.dropped_slow_consumer > 0);
     // The slow client reads everything: data in seq order plus notices that count the rest.
-    let (data, missed) = read_data_and_notices(&mut slow, N);
-    assert_eq!(data + missed, N);
-    assert_eq!(missed, server.stats().delivery.dropped_slow_consumer);
-    assert_balanced(&server);
+    assert_every_message_accounted_for(&mut slow, &server, N);
 }
 
 #[test]
@@ -342,10 +342,7 @@ fn a_queue_of_one_frame_reports_the_drops_once_written() {
         let d = server.stats().delivery;
         d.routed == N && d.dropped_slow_consumer > 0
     });
-    let (data, missed) = read_data_and_notices(&mut slow, N);
-    assert_eq!(data + missed, N);
-    assert_eq!(missed, server.stats().delivery.dropped_slow_consumer);
-    assert_balanced(&server);
+    assert_every_message_accounted_for(&mut slow, &server, N);
 }
 
 /// An empty queue takes any message up to the hard limit: a client that has read everything is

@@ -154,20 +154,28 @@ impl ServerHandle {
             Sink::Local(dispatcher.clone())
         };
         if let Some(l) = ingest_listener {
-            let poll = Poll::new().map_err(io_err("the ingest poll"))?;
-            let waker =
-                Arc::new(Waker::new(poll.registry(), ingest::WAKER).map_err(io_err("a waker"))?);
-            handle.wakers.push(waker);
-            let server = IngestServer::new(poll, l, sink.clone(), shared.clone())
-                .map_err(io_err("the ingest listener"))?;
             match worker_list.first_mut() {
                 Some(w) if shared.config().ingest_on_worker() => {
-                    w.colocate_ingest(server)
+                    w.colocate_ingest(l, sink.clone())
                         .map_err(io_err("the ingest listener"))?;
                 }
-                _ => handle
-                    .source_threads
-                    .push(spawn("tickfan-ingest".into(), move || server.run())?),
+                _ => {
+                    let poll = Poll::new().map_err(io_err("the ingest poll"))?;
+                    let waker = Arc::new(
+                        Waker::new(poll.registry(), ingest::WAKER).map_err(io_err("a waker"))?,
+                    );
+                    handle.wakers.push(waker);
+                    let server = IngestServer::new(
+                        ingest::Placement::Thread(poll),
+                        l,
+                        sink.clone(),
+                        shared.clone(),
+                    )
+                    .map_err(io_err("the ingest listener"))?;
+                    handle
+                        .source_threads
+                        .push(spawn("tickfan-ingest".into(), move || server.run())?);
+                }
             }
         }
         for (i, w) in worker_list.into_iter().enumerate() {

@@ -137,6 +137,7 @@ pub fn run(
         let (_, err) = listener::accept_into(
             &listener,
             poll.registry(),
+            0,
             conns,
             "admin",
             Interest::READABLE | Interest::WRITABLE,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
@@ -48,9 +48,30 @@ fn publisher_ws_config(cfg: &Config) -> WebSocketConfig {
     crate::net::conn::ws_config(2 * 1024, cfg.limits.max_publish_bytes)
 }
 
-/// The ingest thread's state.
+/// Where the ingest side's sockets are registered.
+pub enum Placement {
+    /// Its own thread and poll, whose waker is already registered as [`WAKER`].
+    Thread(Poll),
+    /// The poll of the worker that serves it: the listener under `listener`, publisher `k`
+    /// under `base + k`. Their events reach [`IngestServer::on_token`] from the worker's loop,
+    /// with no poll of its own in between.
+    Worker {
+        /// The worker poll's registry.
+        registry: Registry,
+        /// The listener's token.
+        listener: Token,
+        /// The first publisher token.
+        base: usize,
+    },
+}
+
+/// The ingest side's state: on its own thread, or served by a worker.
 pub struct IngestServer {
-    poll: Poll,
+    /// Its own poll, when on its own thread.
+    poll: Option<Poll>,
+    registry: Registry,
+    listener_token: Token,
+    token_base: usize,
     listener: Option<TcpListener>,
     publishers: Slab<Publisher>,
     sink: Sink,
@@ -66,20 +87,33 @@ pub struct IngestServer {
 }
 
 impl IngestServer {
-    /// An ingest server on `listener`; `poll` already has its waker registered as [`WAKER`].
+    /// An ingest server on `listener`, registered where `placement` says.
     pub fn new(
-        poll: Poll,
+        placement: Placement,
         mut listener: TcpListener,
         sink: Sink,
         shared: Arc<Shared>,
     ) -> io::Result<Self> {
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let (poll, registry, listener_token, token_base) = match placement {
+            Placement::Thread(poll) => {
+                let registry = poll.registry().try_clone()?;
+                (Some(poll), registry, LISTENER, 0)
+            }
+            Placement::Worker {
+                registry,
+                listener,
+                base,
+            } => (None, registry, listener, base),
+        };
+        registry.register(&mut listener, listener_token, Interest::READABLE)?;
         let cfg = shared.config();
         let cfg_generation = shared.config_generation();
         let ws_config = publisher_ws_config(&cfg);
         Ok(IngestServer {
             poll,
+            registry,
+            listener_token,
+            token_base,
             listener: Some(listener),
             publishers: Slab::new(),
             sink,
@@ -147,41 +181,51 @@ impl IngestServer {
         }
     }
 
-    /// The ingest poll's descriptor: a worker that serves the ingest listener itself registers
-    /// it in its own poll and calls [`Self::turn`] when it is readable.
-    pub fn poll_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.poll.as_raw_fd()
-    }
-
-    /// One pass: waits up to `timeout` for events, handles them, and sweeps when due. Returns
-    /// false when the poll failed (the ingest side cannot go on).
+    /// One pass of the ingest thread: waits up to `timeout` for events on its own poll,
+    /// handles them, and sweeps when due. Returns false when the poll failed (the ingest side
+    /// cannot go on) or there is no own poll (a worker serves it).
     pub fn turn(&mut self, events: &mut Events, timeout: Option<Duration>) -> bool {
-        if let Err(e) = self.poll.poll(events, timeout) {
+        let Some(poll) = self.poll.as_mut() else {
+            return false;
+        };
+        if let Err(e) = poll.poll(events, timeout) {
             if crate::net::interrupted(&e) {
                 return true;
             }
             warn!("ingest: poll failed: {e}");
             return false;
         }
+        for ev in events.iter() {
+            if ev.token() != WAKER {
+                self.on_token(ev.token());
+            }
+        }
+        self.sweep_if_due();
+        true
+    }
+
+    /// Handles the readiness of the listener or a publisher socket (the token it was
+    /// registered under).
+    pub fn on_token(&mut self, token: Token) {
         let generation = self.shared.config_generation();
         if generation != self.cfg_generation {
             self.cfg_generation = generation;
             self.cfg = self.shared.config();
             self.ws_config = publisher_ws_config(&self.cfg);
         }
-        for ev in events.iter() {
-            match ev.token() {
-                LISTENER => self.accept_all(),
-                WAKER => {}
-                Token(k) => self.on_event(k),
-            }
+        if token == self.listener_token {
+            self.accept_all();
+        } else if let Some(key) = token.0.checked_sub(self.token_base) {
+            self.on_event(key);
         }
+    }
+
+    /// Sweeps when [`SWEEP_INTERVAL`] has passed since the last sweep.
+    pub fn sweep_if_due(&mut self) {
         if self.last_sweep.elapsed() >= SWEEP_INTERVAL {
             self.last_sweep = Instant::now();
             self.sweep();
         }
-        true
     }
 
     /// Every [`SWEEP_INTERVAL`]: accepts anything an accept error left in the backlog, drops
@@ -233,7 +277,7 @@ impl IngestServer {
 
     fn begin_drain(&mut self) {
         if let Some(mut l) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut l);
+            let _ = self.registry.deregister(&mut l);
         }
         let keys: Vec<usize> = self.publishers.iter().map(|(k, _)| k).collect();
         info!(
@@ -258,7 +302,8 @@ impl IngestServer {
         let next_id = &mut self.next_id;
         let (_, err) = listener::accept_into(
             listener,
-            self.poll.registry(),
+            &self.registry,
+            self.token_base,
             &mut self.publishers,
             "ingest",
             Interest::READABLE | Interest::WRITABLE,
@@ -355,7 +400,7 @@ impl IngestServer {
         }
         if p.conn.is_done() {
             let mut p = self.publishers.remove(key);
-            let _ = self.poll.registry().deregister(p.conn.socket());
+            let _ = self.registry.deregister(p.conn.socket());
             if p.upgraded {
                 self.shared.stats.ingest.publishers_active.sub(1);
                 self.publish_list();

@@ -74,12 +74,13 @@ impl<T> ConnStore<T> for Slab<T> {
 }
 
 /// Accepts every pending connection (edge-triggered: until `EAGAIN`), registers each for
-/// `interest` under its slab key, and stores `make(key, stream, peer)` in `slab`.
+/// `interest` under `token_base` plus its slab key, and stores `make(key, stream, peer)` in `slab`.
 /// Returns how many were accepted, and the accept error (such as `EMFILE`) that ended the
 /// round early, if one did: the rest then waits in the backlog.
 pub fn accept_into<T>(
     listener: &TcpListener,
     registry: &Registry,
+    token_base: usize,
     slab: &mut impl ConnStore<T>,
     who: &str,
     interest: Interest,
@@ -91,7 +92,7 @@ pub fn accept_into<T>(
             Ok((mut sock, peer)) => {
                 let _ = sock.set_nodelay(true);
                 let key = slab.vacant_key();
-                if let Err(e) = registry.register(&mut sock, Token(key), interest) {
+                if let Err(e) = registry.register(&mut sock, Token(token_base + key), interest) {
                     log::warn!("{who}: cannot register a connection from {peer}: {e}");
                     continue;
                 }

@@ -111,7 +111,7 @@ pub struct Worker {
     /// Delivery latency recorded since the last housekeeping tick.
     latency: LatencyRecorder,
     /// The ingest server, when this worker serves publishers itself.
-    ingest: Option<Box<colocated::Colocated>>,
+    ingest: Option<Box<crate::ingest::IngestServer>>,
 }
 
 impl Worker {
@@ -225,14 +225,13 @@ impl Worker {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(),
-                    colocated::INGEST => {
-                        if self.ingest_turn() {
-                            backlog = true;
-                        }
-                    }
                     WAKER => {
                         self.inbox.rearm();
                         backlog = self.drain_inbox();
+                    }
+                    t if colocated::is_ingest(t) => {
+                        self.ingest_event(t);
+                        backlog = true;
                     }
                     Token(k) => {
                         let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
@@ -279,6 +278,7 @@ impl Worker {
         let (n, err) = listener::accept_into(
             listener,
             self.poll.registry(),
+            0,
             &mut self.sessions,
             &who,
             // WRITABLE only while output is pending (see flush_dirty): a write-ready event per

@@ -83,7 +83,7 @@ pub struct Health {
 /// Workers whose loop has not turned within `health.worker_stall_ms` (or that exited).
 pub fn stalled_workers(shared: &Shared) -> Vec<usize> {
     let limit = shared.config().health.worker_stall_ms;
-    let now = now_ms();
+    let now = crate::clock::mono_ms();
     shared
         .stats
         .workers

@@ -152,7 +152,8 @@ pub struct WorkerStats {
     pub last_activity_ms: Counter,
     /// Loop turns, for liveness.
     pub loop_turns: Counter,
-    /// When the loop last turned, ms since the epoch (0 = not started or exited).
+    /// When the loop last turned, on [`crate::clock::mono_ms`]'s clock (0 = not started or
+    /// exited): monotonic, so that a wall-clock step cannot make a worker look stalled.
     pub last_turn_ms: Counter,
 }
 

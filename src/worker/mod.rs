@@ -177,8 +177,12 @@ impl Worker {
         }
     }
 
+    /// Reads the clock once for the turn: the worker's ms, and the loop's heartbeat for the
+    /// stall check (on the process's monotonic clock).
     fn tick_clock(&mut self) {
-        self.now = self.clock_start.elapsed().as_millis() as u64;
+        let t = Instant::now();
+        self.now = t.saturating_duration_since(self.clock_start).as_millis() as u64;
+        self.stats.last_turn_ms.set(crate::clock::mono_ms_at(t));
     }
 
     /// Runs the loop until shutdown: on a drain request it stops accepting, closes every
@@ -187,7 +191,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut backlog = false;
         self.start_housekeeping();
-        self.stats.last_turn_ms.set(crate::shared::now_ms());
+        self.stats.last_turn_ms.set(crate::clock::mono_ms());
         info!("worker {} started", self.index);
         loop {
             if self.shared.is_stopped() {
@@ -220,7 +224,6 @@ impl Worker {
             self.tick_clock();
             self.refresh_config();
             self.stats.loop_turns.inc();
-            self.stats.last_turn_ms.set(crate::shared::now_ms());
             backlog = false;
             for ev in events.iter() {
                 match ev.token() {

@@ -75,3 +75,23 @@ impl Worker {
         self.ingest.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_tokens_are_apart_from_sessions_and_the_workers_own() {
+        assert!(is_ingest(INGEST_LISTENER));
+        assert!(is_ingest(Token(PUBLISHER_BASE)));
+        assert!(is_ingest(Token(PUBLISHER_BASE + 70_000)));
+        for own in [
+            super::super::LISTENER,
+            super::super::WAKER,
+            Token(0),
+            Token(70_000),
+        ] {
+            assert!(!is_ingest(own), "{own:?}");
+        }
+    }
+}

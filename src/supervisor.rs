@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
+use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-use signal_hook::iterator::Signals;
+use signal_hook_mio::v1_0::Signals;
 
 use crate::admin::{dump, health};
 use crate::config::{reload, Config};
@@ -16,15 +17,42 @@ use crate::notify::Notifier;
 use crate::server::ServerHandle;
 use crate::shared::Shared;
 
-/// How often the supervisor looks at signals and timers.
+/// How soon the supervisor looks again when a watchdog ping was due but held back (a worker
+/// stalled), and how often it checks the shutdown's progress.
 const TICK: Duration = Duration::from_millis(50);
+/// Token of the signal pipe in the supervisor's poll.
+const SIGNALS: Token = Token(0);
 /// How often STATUS= is sent.
 const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The signals the supervisor handles. Register them before starting the server so that no
-/// thread ever runs with the default (terminating) action.
-pub fn register_signals() -> std::io::Result<Signals> {
-    Signals::new([SIGTERM, SIGINT, SIGUSR1, SIGHUP])
+/// The signals the supervisor handles, and the poll it sleeps in until one comes or a
+/// notification is due (an idle gateway's main thread does not wake on a timer otherwise).
+pub struct SignalWatch {
+    poll: Poll,
+    signals: Signals,
+}
+
+/// Registers the signals the supervisor handles. Register them before starting the server so
+/// that no thread ever runs with the default (terminating) action.
+pub fn register_signals() -> std::io::Result<SignalWatch> {
+    let poll = Poll::new()?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1, SIGHUP])?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)?;
+    Ok(SignalWatch { poll, signals })
+}
+
+impl SignalWatch {
+    /// Waits until a signal comes or `timeout` passes (`None`: until a signal).
+    fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) {
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if !crate::net::interrupted(&e) {
+                // Not expected; sleep so that a persistent failure cannot spin.
+                warn!("supervisor: poll failed: {e}");
+                std::thread::sleep(timeout.unwrap_or(TICK).min(TICK));
+            }
+        }
+    }
 }
 
 /// Sends `WATCHDOG=1` at its interval, but only while every worker's loop turned within
@@ -41,6 +69,19 @@ impl Watchdog {
         Watchdog {
             interval,
             last: None,
+        }
+    }
+
+    /// How long until [`Self::tick`] has something to do: the rest of the interval, or
+    /// [`TICK`] when a ping is due (it was held back because a worker stalled).
+    fn next_check(&self) -> Duration {
+        let left = self.last.map_or(Duration::ZERO, |t| {
+            self.interval.saturating_sub(t.elapsed())
+        });
+        if left.is_zero() {
+            TICK
+        } else {
+            left
         }
     }
 
@@ -97,7 +138,7 @@ impl Rates {
 /// overrides). Returns the process exit code.
 pub fn run(
     handle: ServerHandle,
-    mut signals: Signals,
+    mut watch: SignalWatch,
     notifier: Option<Notifier>,
     watchdog: Option<Duration>,
     log: Option<LogControl>,
@@ -115,8 +156,9 @@ pub fn run(
     };
     send(&format!("READY=1\n{}", rates.status(&shared)));
     let mut last_status = Instant::now();
+    let mut events = Events::with_capacity(4);
     'running: loop {
-        for sig in signals.pending() {
+        for sig in watch.signals.pending() {
             match sig {
                 SIGUSR1 => {
                     for line in dump::lines(&shared) {
@@ -142,7 +184,14 @@ pub fn run(
             last_status = Instant::now();
             send(&rates.status(&shared));
         }
-        std::thread::sleep(TICK);
+        // Sleep until a signal, or until the next notification is due (none without systemd).
+        let timeout = notifier.as_ref().map(|_| {
+            let status = STATUS_INTERVAL.saturating_sub(last_status.elapsed());
+            watchdog
+                .as_ref()
+                .map_or(status, |w| status.min(w.next_check()))
+        });
+        watch.wait(&mut events, timeout);
     }
     send("STOPPING=1");
     let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -155,7 +204,11 @@ pub fn run(
             info!("stopped");
             return 0;
         }
-        if let Some(sig) = signals.pending().find(|s| *s == SIGTERM || *s == SIGINT) {
+        if let Some(sig) = watch
+            .signals
+            .pending()
+            .find(|s| *s == SIGTERM || *s == SIGINT)
+        {
             warn!("second signal {sig}: exiting now");
             return 128 + sig;
         }

@@ -109,6 +109,52 @@ fn sigusr1_dumps_stats_into_the_log_file() {
     assert!(exited(&mut child).success());
 }
 
+/// The main thread's voluntary context switches (each a wake from sleep).
+fn main_thread_wakes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
+
+/// Without systemd to notify, the supervisor sleeps until a signal comes: an idle gateway's
+/// main thread does not wake on a timer (it used to, 20 times a second), and a signal is
+/// still handled at once.
+#[test]
+fn idle_supervisor_sleeps_until_a_signal() {
+    let dir = TempDir::new("idle");
+    let log = dir.0.join("tickfan.log");
+    let mut child = spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--ingest",
+            "off",
+            "--admin",
+            "off",
+            "--feed",
+            "none",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+        &[],
+    );
+    wait_in_file(&log, "subscribe at");
+    let pid = child.0.id();
+    let before = main_thread_wakes(pid);
+    std::thread::sleep(Duration::from_millis(1000));
+    let wakes = main_thread_wakes(pid) - before;
+    assert!(wakes <= 2, "the main thread woke {wakes} times in 1 s");
+    let t0 = Instant::now();
+    signal(&child, "-USR1");
+    wait_in_file(&log, "stats dump: status");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    signal(&child, "-TERM");
+    assert!(exited(&mut child).success());
+}
+
 #[test]
 fn sighup_reloads_live_keys_rejects_broken_config_and_reopens_the_log() {
     let dir = TempDir::new("hup");

@@ -65,6 +65,27 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Guard {
     Guard(cmd.spawn().unwrap())
 }
 
+/// Starts the binary on a public port only (plus `extra` flags), logging to a file in a scratch
+/// directory, and waits until it serves. Returns the directory (removed on drop), the log's
+/// path and the process.
+fn start_logging(tag: &str, extra: &[&str]) -> (TempDir, PathBuf, Guard) {
+    let dir = TempDir::new(tag);
+    let log = dir.0.join("tickfan.log");
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--ingest",
+        "off",
+        "--admin",
+        "off",
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["--log-file", log.to_str().unwrap()]);
+    let child = spawn(&args, &[]);
+    wait_in_file(&log, "subscribe at");
+    (dir, log, child)
+}
+
 const CONFIG: &str = r#"
 [server]
 listen = "127.0.0.1:0"
@@ -77,22 +98,7 @@ level = "info"
 
 #[test]
 fn sigusr1_dumps_stats_into_the_log_file() {
-    let dir = TempDir::new("usr1");
-    let log = dir.0.join("tickfan.log");
-    let mut child = spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--ingest",
-            "off",
-            "--admin",
-            "off",
-            "--log-file",
-            log.to_str().unwrap(),
-        ],
-        &[],
-    );
-    wait_in_file(&log, "subscribe at");
+    let (_dir, log, mut child) = start_logging("usr1", &[]);
     signal(&child, "-USR1");
     wait_in_file(&log, "stats dump: status Healthy");
     for part in [
@@ -124,24 +130,7 @@ fn main_thread_wakes(pid: u32) -> u64 {
 /// still handled at once.
 #[test]
 fn idle_supervisor_sleeps_until_a_signal() {
-    let dir = TempDir::new("idle");
-    let log = dir.0.join("tickfan.log");
-    let mut child = spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--ingest",
-            "off",
-            "--admin",
-            "off",
-            "--feed",
-            "none",
-            "--log-file",
-            log.to_str().unwrap(),
-        ],
-        &[],
-    );
-    wait_in_file(&log, "subscribe at");
+    let (_dir, log, mut child) = start_logging("idle", &["--feed", "none"]);
     let pid = child.0.id();
     let before = main_thread_wakes(pid);
     std::thread::sleep(Duration::from_millis(1000));

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use std::time::Duration;
 
-use common::process::{wait_exit, Guard, Running, BIN};
+use common::process::{wait_exit, Guard, Running, BIN, PUBLIC_ONLY};
 use common::Client;
 use serde_json::json;
 
@@ -134,17 +134,10 @@ fn synthetic_feed_flows_by_default_and_sigterm_closes_everyone_with_1001() {
 fn second_signal_exits_at_once() {
     let mut run = Running::start(
         &[
-            "--listen",
-            "127.0.0.1:0",
-            "--ingest",
-            "off",
-            "--admin",
-            "off",
-            "--feed",
-            "none",
-            "--set",
-            "shutdown.grace_ms=60000",
-        ],
+            &PUBLIC_ONLY[..],
+            &["--feed", "none", "--set", "shutdown.grace_ms=60000"],
+        ]
+        .concat(),
         "subscribe at",
     );
     // A client that never reads never answers the close, so the drain would wait 60 s.

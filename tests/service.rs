@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{signal, Guard, BIN};
+use common::process::{signal, Guard, BIN, PUBLIC_ONLY};
 use common::{http, status};
 
 /// A scratch directory removed at the end of the test.
@@ -71,14 +71,7 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Guard {
 fn start_logging(tag: &str, extra: &[&str]) -> (TempDir, PathBuf, Guard) {
     let dir = TempDir::new(tag);
     let log = dir.0.join("tickfan.log");
-    let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--ingest",
-        "off",
-        "--admin",
-        "off",
-    ];
+    let mut args = PUBLIC_ONLY.to_vec();
     args.extend_from_slice(extra);
     args.extend(["--log-file", log.to_str().unwrap()]);
     let child = spawn(&args, &[]);
@@ -219,16 +212,7 @@ fn notify_scenario(sock: &UnixDatagram, notify_socket: &str) {
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut child = spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--ingest",
-            "off",
-            "--admin",
-            "off",
-            "--feed",
-            "none",
-        ],
+        &[&PUBLIC_ONLY[..], &["--feed", "none"]].concat(),
         &[
             ("NOTIFY_SOCKET", notify_socket),
             ("WATCHDOG_USEC", "400000"),

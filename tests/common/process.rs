@@ -8,6 +8,16 @@ use std::time::Duration;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tickfan");
 
+/// Flags for a run with only the public listener, on a free port.
+pub const PUBLIC_ONLY: [&str; 6] = [
+    "--listen",
+    "127.0.0.1:0",
+    "--ingest",
+    "off",
+    "--admin",
+    "off",
+];
+
 /// Kills the child by pid when the test ends, whatever happens.
 pub struct Guard(pub Child);
 

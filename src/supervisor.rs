@@ -45,12 +45,10 @@ pub fn register_signals() -> std::io::Result<SignalWatch> {
 impl SignalWatch {
     /// Waits until a signal comes or `timeout` passes (`None`: until a signal).
     fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) {
-        if let Err(e) = self.poll.poll(events, timeout) {
-            if !crate::net::interrupted(&e) {
-                // Not expected; sleep so that a persistent failure cannot spin.
-                warn!("supervisor: poll failed: {e}");
-                std::thread::sleep(timeout.unwrap_or(TICK).min(TICK));
-            }
+        if let Err(e) = crate::net::poll_events(&mut self.poll, events, timeout) {
+            // Not expected; sleep so that a persistent failure cannot spin.
+            warn!("supervisor: poll failed: {e}");
+            std::thread::sleep(timeout.unwrap_or(TICK).min(TICK));
         }
     }
 }

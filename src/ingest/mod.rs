@@ -188,10 +188,7 @@ impl IngestServer {
         let Some(poll) = self.poll.as_mut() else {
             return false;
         };
-        if let Err(e) = poll.poll(events, timeout) {
-            if crate::net::interrupted(&e) {
-                return true;
-            }
+        if let Err(e) = crate::net::poll_events(poll, events, timeout) {
             warn!("ingest: poll failed: {e}");
             return false;
         }

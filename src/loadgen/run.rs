@@ -196,7 +196,7 @@ fn subscribe_message(scenario: &Scenario, streams: &[usize]) -> Vec<u8> {
     wire::client_text_frame(req.to_string().as_bytes())
 }
 
-/// Handles the bytes a subscriber has buffered.
+/// Handles the bytes a subscriber has buffered: the handshake's response, then frames.
 fn process(sub: &mut Sub, tally: &mut Tally) {
     if sub.phase == Phase::Handshaking {
         let Some(end) = sub.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -212,21 +212,25 @@ fn process(sub: &mut Sub, tally: &mut Tally) {
         sub.buf.drain(..end + 4);
         sub.phase = Phase::Subscribing;
     }
+    let buf = std::mem::take(&mut sub.buf);
+    let used = frames(sub, &buf, tally);
+    sub.buf = buf;
+    sub.buf.drain(..used);
+}
+
+/// Handles the complete server frames at the start of `bytes`; returns how many bytes they
+/// took (the rest is the start of a frame still arriving).
+fn frames(sub: &mut Sub, bytes: &[u8], tally: &mut Tally) -> usize {
     let mut at = 0;
-    while let Some((op, a, b)) = wire::server_frame(&sub.buf[at..]) {
-        let payload = &sub.buf[at + a..at + b];
+    while let Some((op, a, b)) = wire::server_frame(&bytes[at..]) {
+        let payload = &bytes[at + a..at + b];
         match op {
             0x1 if payload.starts_with(b"{\"type\":\"data\"") => {
-                let now = unix_ns();
-                let stream = wire::scan_str(payload, b"\"symbol\":\"")
-                    .and_then(|s| std::str::from_utf8(&s[1..]).ok()?.parse::<usize>().ok());
-                let seq = wire::scan_u64(payload, b"\"seq\":");
-                let sent = wire::scan_u64(payload, b"\"t\":");
-                if let (Some(stream), Some(seq), Some(sent)) = (stream, seq, sent) {
+                if let Some((stream, seq, sent)) = wire::data_fields(payload) {
                     tally.delivered += 1;
                     let _ = tally
                         .latency
-                        .record((now.saturating_sub(sent) / 1000).max(1));
+                        .record((unix_ns().saturating_sub(sent) / 1000).max(1));
                     if let Some(last) = sub.last_seq.get_mut(stream) {
                         if *last != 0 && seq <= *last {
                             tally.duplicates += 1;
@@ -252,7 +256,7 @@ fn process(sub: &mut Sub, tally: &mut Tally) {
         }
         at += b;
     }
-    sub.buf.drain(..at);
+    at
 }
 
 /// Runs a scenario against a target and returns what it measured.
@@ -460,12 +464,21 @@ fn step(sub: &mut Sub, scratch: &mut [u8], tally: &mut Tally, scenario: &Scenari
     if sub.phase == Phase::Connecting {
         sub.phase = Phase::Handshaking;
     }
+    let was_handshaking = sub.phase == Phase::Handshaking;
     loop {
         match sub.sock.read(scratch) {
             Ok(0) => {
                 sub.phase = Phase::Dead;
                 break;
             }
+            Ok(n) if sub.buf.is_empty() && sub.phase != Phase::Handshaking => {
+                // The common case: whole frames read straight from the read buffer, only the
+                // start of one still arriving kept (no copy in and out of `buf`).
+                let used = frames(sub, &scratch[..n], tally);
+                sub.buf.extend_from_slice(&scratch[used..n]);
+            }
+            // Until `WouldBlock`, not just a short read (docs/architecture.md, "The worker
+            // loop": a short read can leave data with no new readiness event).
             Ok(n) => sub.buf.extend_from_slice(&scratch[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -475,7 +488,6 @@ fn step(sub: &mut Sub, scratch: &mut [u8], tally: &mut Tally, scenario: &Scenari
             }
         }
     }
-    let was_handshaking = sub.phase == Phase::Handshaking;
     process(sub, tally);
     if was_handshaking && sub.phase == Phase::Subscribing {
         if scenario.connect_only {

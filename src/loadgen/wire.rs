@@ -1,6 +1,6 @@
 //! The client side of the WebSocket wire, as small as a load generator needs: the upgrade
 //! request, masked text frames, a server-frame reader, and field scanners that pick `seq`,
-//! `symbol` and the embedded send time out of a data message without a JSON parser.
+//! `symbol` and the embedded send time out of a data message in one pass, without a JSON parser.
 
 /// The upgrade request for `path` on `host`.
 pub fn upgrade_request(host: &str, path: &str) -> Vec<u8> {
@@ -41,21 +41,26 @@ pub fn server_frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
     crate::protocol::frame::split_unmasked(buf)
 }
 
-/// The unsigned integer right after `key` (e.g. `"seq":`).
-pub fn scan_u64(hay: &[u8], key: &[u8]) -> Option<u64> {
-    let at = find(hay, key)? + key.len();
-    let digits = hay[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&hay[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()
+/// The fields the tool checks in a data message: the stream (the `n` of symbol `S<n>`), `seq`,
+/// and the send time embedded in `data` (`"t"`, ns). Each is looked for after the one before,
+/// in the order the gateway writes them, so a message is scanned once.
+pub fn data_fields(payload: &[u8]) -> Option<(usize, u64, u64)> {
+    let (stream, at) = number_after(payload, 0, b"\"symbol\":\"S")?;
+    let (seq, at) = number_after(payload, at, b"\"seq\":")?;
+    let (sent, _) = number_after(payload, at, b"\"t\":")?;
+    Some((usize::try_from(stream).ok()?, seq, sent))
 }
 
-/// The string value right after `key` (e.g. `"symbol":"`), up to the closing quote.
-pub fn scan_str<'a>(hay: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let at = find(hay, key)? + key.len();
-    let end = hay[at..].iter().position(|&b| b == b'"')?;
-    Some(&hay[at..at + end])
+/// The unsigned integer right after the first `key` at or after `from`, and where it ends.
+fn number_after(hay: &[u8], from: usize, key: &[u8]) -> Option<(u64, usize)> {
+    let start = from + find(hay.get(from..)?, key)? + key.len();
+    let digits = hay[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let end = start + digits;
+    let value = std::str::from_utf8(&hay[start..end]).ok()?.parse().ok()?;
+    Some((value, end))
 }
 
 /// Where `needle` (not empty) first starts in `hay`. Candidates are picked by their first byte, so
@@ -78,9 +83,14 @@ mod tests {
         let (op, a, b) = server_frame(&frame).unwrap();
         assert_eq!((op, &frame[a..b]), (1, &payload[..]));
         assert!(server_frame(&frame[..frame.len() - 1]).is_none());
-        assert_eq!(scan_u64(payload, b"\"seq\":"), Some(42));
-        assert_eq!(scan_u64(payload, b"\"t\":"), Some(123456789));
-        assert_eq!(scan_str(payload, b"\"symbol\":\""), Some(&b"S7"[..]));
+        assert_eq!(data_fields(payload), Some((7, 42, 123456789)));
+        // A field missing, or out of the gateway's order, is not read.
+        let no_seq = br#"{"type":"data","symbol":"S7","ts":1,"data":{"t":1}}"#;
+        assert_eq!(data_fields(no_seq), None);
+        let reordered = br#"{"type":"data","seq":4,"symbol":"S7","data":{"t":1}}"#;
+        assert_eq!(data_fields(reordered), None);
+        assert_eq!(number_after(b"\"seq\":", 0, b"\"seq\":"), None);
+        assert_eq!(number_after(b"x", 5, b"x"), None);
         assert_eq!(find(b"ab", b"abc"), None);
         assert_eq!(find(b"xxab", b"ab"), Some(2));
         assert_eq!(find(b"aab", b"ab"), Some(1));

@@ -49,12 +49,11 @@ fn bucket_value(index: usize) -> u64 {
 }
 
 /// A worker's own recorder (no lock): a fixed array of log-linear counters, a few instructions a
-/// sample on the delivery path; folded into the shared histograms at each housekeeping tick.
+/// sample on the delivery path; moved into the shared histograms at each housekeeping tick.
 #[derive(Debug)]
 pub struct LatencyRecorder {
     counts: Box<[u32; COUNTERS]>,
     recorded: u64,
-    hist: Histogram<u64>,
 }
 
 impl Default for LatencyRecorder {
@@ -62,7 +61,6 @@ impl Default for LatencyRecorder {
         LatencyRecorder {
             counts: Box::new([0; COUNTERS]),
             recorded: 0,
-            hist: new_histogram(),
         }
     }
 }
@@ -77,47 +75,35 @@ impl LatencyRecorder {
         self.recorded += 1;
     }
 
-    /// Moves the counters into the histogram (at most [`COUNTERS`] entries, usually few).
-    fn fold(&mut self) {
+    /// Moves what was recorded into `shared` (the published histograms): the total since
+    /// start, and the current one-second window (rotated here, so an idle worker's window
+    /// empties too). Each non-empty counter is recorded straight into both: no histogram of
+    /// the worker's own to merge (a walk of all 2,560 of its counters per histogram) and to
+    /// clear (20 KiB) at every tick.
+    pub fn publish(&mut self, shared: &SharedLatency) {
+        let mut w = shared.window.lock().unwrap_or_else(PoisonError::into_inner);
+        if w.started.elapsed() >= WINDOW {
+            let Window {
+                current, previous, ..
+            } = &mut *w;
+            std::mem::swap(current, previous);
+            current.reset();
+            w.started = std::time::Instant::now();
+        }
         if self.recorded == 0 {
             return;
         }
+        let mut total = shared.total.lock().unwrap_or_else(PoisonError::into_inner);
         for (i, c) in self.counts.iter_mut().enumerate() {
             if *c > 0 {
-                // Within bounds: cannot fail.
-                let _ = self
-                    .hist
-                    .record_n(bucket_value(i).clamp(1, MAX_US), u64::from(*c));
+                let (value, n) = (bucket_value(i).clamp(1, MAX_US), u64::from(*c));
+                // Within the histograms' bounds: cannot fail.
+                let _ = w.current.record_n(value, n);
+                let _ = total.record_n(value, n);
                 *c = 0;
             }
         }
         self.recorded = 0;
-    }
-
-    /// Moves what was recorded into `shared` (the published histograms): the total since
-    /// start, and the current one-second window (rotated here, so an idle worker's window
-    /// empties too).
-    pub fn publish(&mut self, shared: &SharedLatency) {
-        self.fold();
-        {
-            let mut w = shared.window.lock().unwrap_or_else(PoisonError::into_inner);
-            if w.started.elapsed() >= WINDOW {
-                let Window {
-                    current, previous, ..
-                } = &mut *w;
-                std::mem::swap(current, previous);
-                current.reset();
-                w.started = std::time::Instant::now();
-            }
-            if self.hist.is_empty() {
-                return;
-            }
-            let _ = w.current.add(&self.hist);
-        }
-        let mut h = shared.total.lock().unwrap_or_else(PoisonError::into_inner);
-        // Same bounds on both sides: cannot fail.
-        let _ = h.add(&self.hist);
-        self.hist.reset();
     }
 }
 

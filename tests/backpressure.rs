@@ -102,7 +102,18 @@ fn assert_balanced(server: &ServerHandle) {
 
 #[test]
 fn slow_consumer_is_disconnected_with_4001_while_fast_ones_get_everything() {
-    let server = with_limits(&[]);
+    slow_consumer_case(&[]);
+}
+
+/// The same with one `send`/`writev` call per connection instead of the io_uring submission
+/// (where the kernel gives a ring, the test above runs on it).
+#[test]
+fn slow_consumer_is_disconnected_with_plain_writes_too() {
+    slow_consumer_case(&["server.io_uring=false"]);
+}
+
+fn slow_consumer_case(overrides: &[&'static str]) {
+    let server = with_limits(overrides);
     const N: u64 = 10_000;
     let mut slow = slow_subscriber(&server, 4096);
     slow.subscribe(1, &["x"], &[], &["trade"]);

@@ -62,8 +62,19 @@ fn two_workers_both_deliver() {
 
 #[test]
 fn five_hundred_subscribers_each_get_every_matching_message_once() {
+    five_hundred_subscribers(&["server.workers=2"]);
+}
+
+/// The same with one `send`/`writev` call per connection instead of the io_uring submission
+/// (where the kernel gives a ring, the test above runs on it).
+#[test]
+fn five_hundred_subscribers_with_plain_writes() {
+    five_hundred_subscribers(&["server.workers=2", "server.io_uring=false"]);
+}
+
+fn five_hundred_subscribers(overrides: &[&str]) {
     const N: usize = 500;
-    let server = start(&["server.workers=2"]);
+    let server = start(overrides);
     let mut clients: Vec<Client> = Vec::with_capacity(N);
     for i in 0..N {
         let mut c = Client::subscriber(&server);

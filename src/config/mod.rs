@@ -354,6 +354,10 @@ pub struct ServerConfig {
     /// loop serves them too, with no thread hand-off per frame), or `auto` (`worker` when there
     /// is one worker).
     pub ingest_placement: IngestPlacement,
+    /// Whether workers write through io_uring: a flush's sends, one per connection, go to the
+    /// kernel in one submission. Where the kernel refuses a ring (io_uring disabled, a seccomp
+    /// filter) workers use plain `send`/`writev` calls, as they do with `false`.
+    pub io_uring: bool,
 }
 
 /// Where the ingest listener is served (`server.ingest_placement`).
@@ -440,6 +444,7 @@ impl Default for ServerConfig {
             listen_backlog: 1024,
             send_buffer_bytes: 0,
             ingest_placement: IngestPlacement::Auto,
+            io_uring: true,
         }
     }
 }

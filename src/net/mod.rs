@@ -7,6 +7,7 @@ pub mod http;
 pub mod listener;
 pub mod outqueue;
 pub mod sweep;
+pub mod uring;
 
 /// Whether an I/O error means "try again when the socket is ready".
 pub fn would_block(err: &std::io::Error) -> bool {

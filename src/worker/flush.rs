@@ -5,11 +5,13 @@
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd};
 
+use log::warn;
 use mio::{Interest, Token};
 
 use super::{prefetch_ahead, Worker};
 use crate::bus::FlushReport;
 use crate::net::outqueue::{OutQueue, WholeFrame};
+use crate::net::uring::{SendResult, Target};
 
 /// An empty vector with `v`'s allocation, for elements of another lifetime (the flush's slices
 /// borrow the sessions only for one pass; the vectors outlive it). Collecting an emptied
@@ -18,6 +20,24 @@ use crate::net::outqueue::{OutQueue, WholeFrame};
 fn reuse<T, U>(mut v: Vec<T>) -> Vec<U> {
     v.clear();
     v.into_iter().filter_map(|_| None).collect()
+}
+
+/// Writes each target's slices of `iov` with one call each, appending the results in order
+/// (rustix makes the system calls itself, without libc's wrappers and their
+/// thread-cancellation bookkeeping around each).
+fn write_each(iov: &[IoSlice<'_>], targets: &[Target<'_>], results: &mut Vec<SendResult>) {
+    let mut start = 0;
+    for &(fd, end) in targets {
+        let slices = &iov[start..end];
+        start = end;
+        results.push(fd.map(|fd| {
+            match slices {
+                [one] => rustix::net::send(fd, one, rustix::net::SendFlags::NOSIGNAL),
+                _ => rustix::io::writev(fd, slices),
+            }
+            .map_err(io::Error::from)
+        }));
+    }
 }
 
 impl Worker {
@@ -48,19 +68,23 @@ impl Worker {
                 };
                 targets.push((fd, iov.len()));
             }
-            // Write: one call per connection (rustix makes the system calls itself, without
-            // libc's wrappers and their thread-cancellation bookkeeping around each).
-            let mut start = 0;
-            for &(fd, end) in &targets {
-                let slices = &iov[start..end];
-                start = end;
-                results.push(fd.map(|fd| {
-                    match slices {
-                        [one] => rustix::net::send(fd, one, rustix::net::SendFlags::NOSIGNAL),
-                        _ => rustix::io::writev(fd, slices),
-                    }
-                    .map_err(io::Error::from)
-                }));
+            // Write: one send per connection, all of them in one io_uring submission when
+            // the worker has a ring, else one call each.
+            let failed = match self.ring.as_mut() {
+                Some(ring) => ring.send_all(&iov, &targets, &mut results).err(),
+                None => {
+                    write_each(&iov, &targets, &mut results);
+                    None
+                }
+            };
+            if let Some(e) = failed {
+                // Not a socket's error but the ring's (never seen so far): the connections
+                // it did not write get the error and close; the worker goes on without it.
+                warn!(
+                    "worker {}: io_uring failed ({e}); plain send and writev calls from now on",
+                    self.index
+                );
+                self.ring = None;
             }
             self.iov_scratch = reuse(iov);
             self.fd_scratch = reuse(targets);

@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::net::conn::{Conn, ReadEvent};
 use crate::net::listener;
 use crate::net::outqueue::OutQueue;
+use crate::net::uring::SendRing;
 use crate::routing::StreamTable;
 use crate::shared::Shared;
 use crate::stats::latency::LatencyRecorder;
@@ -75,6 +76,24 @@ fn ws_config(cfg: &Config) -> WebSocketConfig {
     crate::net::conn::ws_config(cfg.limits.read_buffer_bytes, cfg.limits.max_message_bytes)
 }
 
+/// Entries of a worker's io_uring: sends per submission (a flush with more connections takes
+/// several). The ring's memory is about 100 KiB per worker.
+const RING_ENTRIES: u32 = 1024;
+
+/// Worker `index`'s io_uring for its writes, or none (logged) where the kernel refuses one.
+fn send_ring(index: usize) -> Option<SendRing> {
+    match SendRing::new(RING_ENTRIES) {
+        Ok(ring) => {
+            info!("worker {index}: socket writes through io_uring");
+            Some(ring)
+        }
+        Err(e) => {
+            info!("worker {index}: no io_uring ({e}): plain send and writev calls");
+            None
+        }
+    }
+}
+
 /// Everything a worker owns.
 pub struct Worker {
     index: usize,
@@ -90,6 +109,9 @@ pub struct Worker {
     iov_scratch: Vec<IoSlice<'static>>,
     fd_scratch: Vec<(Option<BorrowedFd<'static>>, usize)>,
     write_results: Vec<Option<io::Result<usize>>>,
+    /// The flush's writes as one io_uring submission (`server.io_uring`), when the kernel
+    /// gives a ring; plain `send`/`writev` calls without.
+    ring: Option<SendRing>,
     timers: TimerWheel<Timer>,
     fired: Vec<(u64, Timer)>,
     stats: Arc<WorkerStats>,
@@ -133,6 +155,7 @@ impl Worker {
         let auth = crate::auth::Authenticator::from_config(&cfg.auth)
             .ok()
             .flatten();
+        let ring = cfg.server.io_uring.then(|| send_ring(index)).flatten();
         Ok(Worker {
             index,
             poll,
@@ -144,6 +167,7 @@ impl Worker {
             iov_scratch: Vec::new(),
             fd_scratch: Vec::new(),
             write_results: Vec::new(),
+            ring,
             timers: TimerWheel::new(0),
             fired: Vec::new(),
             stats: shared.stats.workers[index].clone(),

@@ -174,19 +174,25 @@ mod tests {
         (server, client)
     }
 
-    /// Whether this kernel lets the process make a ring (`kernel.io_uring_disabled` is 0 or
-    /// absent): then a ring must come up.
-    fn allowed() -> bool {
-        std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-            .map(|s| s.trim() == "0")
-            .unwrap_or(true)
+    /// Whether a ring could not be made because the system forbids io_uring (the sysctl
+    /// `kernel.io_uring_disabled`, a seccomp filter: `EPERM`, `EACCES`) or lacks it (`ENOSYS`),
+    /// as opposed to a mistake of ours (`EINVAL` for a bad size, say), which fails the test.
+    fn refused(e: &io::Error) -> bool {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EPERM | libc::EACCES | libc::ENOSYS)
+        )
     }
 
     #[test]
     fn sends_every_target_in_order_and_reports_a_full_socket() {
-        let Ok(mut ring) = SendRing::new(2) else {
-            assert!(!allowed(), "io_uring is allowed here but no ring came up");
-            return;
+        let mut ring = match SendRing::new(2) {
+            Ok(ring) => ring,
+            Err(e) if refused(&e) => {
+                eprintln!("io_uring refused here ({e}): only the plain writes are tested");
+                return;
+            }
+            Err(e) => panic!("no ring: {e}"),
         };
         let ((a, mut a_peer), (b, mut b_peer), (full, _full_peer)) = (pair(), pair(), pair());
         // Fill one socket with plain writes until it would block.

@@ -98,16 +98,18 @@ impl SendRing {
                             let h = &mut self.headers[i].0;
                             // `IoSlice` is ABI-compatible with `iovec` on Unix.
                             h.msg_iov = slices.as_ptr() as *mut libc::iovec;
-                            h.msg_iovlen = slices.len();
+                            h.msg_iovlen = slices.len() as _;
                             opcode::SendMsg::new(fd, h).flags(SEND_FLAGS as u32).build()
                         }
                     }
                     .user_data((first + i) as u64);
-                    // SAFETY: the entry points into `iov`'s buffers and `self.headers`, which
-                    // outlive the send: this call returns only once every entry it pushed
-                    // has completed (below), and neither is touched until then. The queue
-                    // has room: a chunk is at most its size, and the previous chunk's
-                    // entries were all submitted and completed.
+                    // SAFETY: the entry points into `iov`'s buffers and `self.headers` and
+                    // names a socket the caller keeps open; all of them outlive the send, as
+                    // this call returns only once every entry it submitted has completed
+                    // (below), and none is touched until then. The queue has room: a chunk
+                    // is at most its size, and the previous chunk's entries were all
+                    // submitted and completed. (If it had none, the entries pushed so far
+                    // were never submitted, and their targets are left to plain writes.)
                     if unsafe { sq.push(&entry) }.is_err() {
                         return Err(io::Error::other("io_uring submission queue full"));
                     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one load scenario against tickfan (1 worker pinned to core 0) and against the baseline
-# server (pinned to core 0), with the load tool on core 1. Usage:
+# server (pinned to core 0), with the load tool on core 1 (LOAD_CPUS to change). Usage:
 #   benches/run-scenario.sh SCENARIO [extra `tickfan bench` flags, e.g. --duration 10 --json]
 # Build first: cargo build --release
 set -euo pipefail
@@ -10,6 +10,7 @@ shift
 bin=target/release/tickfan
 workers=${WORKERS:-1}
 cpus=${SERVER_CPUS:-0}
+load_cpus=${LOAD_CPUS:-1}
 ulimit -n 20000 2>/dev/null || true
 cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true; }
 trap cleanup EXIT
@@ -21,7 +22,7 @@ taskset -c "$cpus" "$bin" --feed none --workers "$workers" --log-level warn \
   --set server.listen_backlog=4096 ${SERVER_ARGS:-} &
 pid=$!
 sleep 0.5
-taskset -c 1 "$bin" bench "$scenario" --to 127.0.0.1:18080 --publish-to 127.0.0.1:18081 --server-pid "$pid" "$@"
+taskset -c "$load_cpus" "$bin" bench "$scenario" --to 127.0.0.1:18080 --publish-to 127.0.0.1:18081 --server-pid "$pid" "$@"
 kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 
 if [ "${BASELINE:-1}" = 1 ]; then
@@ -29,5 +30,5 @@ if [ "${BASELINE:-1}" = 1 ]; then
   taskset -c "$cpus" "$bin" bench-baseline --public 127.0.0.1:18090 --ingest 127.0.0.1:18091 2>/dev/null &
   pid=$!
   sleep 0.5
-  taskset -c 1 "$bin" bench "$scenario" --to 127.0.0.1:18090 --publish-to 127.0.0.1:18091 --server-pid "$pid" "$@"
+  taskset -c "$load_cpus" "$bin" bench "$scenario" --to 127.0.0.1:18090 --publish-to 127.0.0.1:18091 --server-pid "$pid" "$@"
 fi

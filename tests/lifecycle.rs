@@ -142,7 +142,7 @@ fn max_lifetime_closes_with_1001() {
     wait_until("counted", || server.stats().closed.lifetime == 1);
 }
 
-/// Publishes `n` single-message frames 2 ms apart and returns the worker's writev count while
+/// Publishes `n` single-message frames 2 ms apart and returns the worker's socket-write count while
 /// the subscriber received them.
 fn writes_for(server: &tickfan::ServerHandle, n: u64) -> u64 {
     let mut sub = Client::subscriber(server);

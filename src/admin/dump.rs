@@ -42,7 +42,7 @@ pub fn lines(shared: &Shared) -> Vec<String> {
             l.p50, l.p90, l.p99, l.p999, l.max, l.count
         ),
         format!(
-            "  writes: {} writev, {} frames, {} bytes; {} pings",
+            "  writes: {} socket writes, {} frames, {} bytes; {} pings",
             s.write_syscalls, s.frames_written, s.bytes_written, s.pings_sent
         ),
         format!(
@@ -60,7 +60,7 @@ pub fn lines(shared: &Shared) -> Vec<String> {
     ];
     for w in &s.workers {
         out.push(format!(
-            "  worker {}: {} connections, {} routed, {} writev, {} loop turns, {} pending bytes, p99 {:.3} ms",
+            "  worker {}: {} connections, {} routed, {} socket writes, {} loop turns, {} pending bytes, p99 {:.3} ms",
             w.worker, w.active_connections, w.messages_forwarded, w.write_syscalls, w.loop_turns,
             w.pending_bytes, w.latency_ms.p99
         ));

@@ -210,7 +210,7 @@ pub fn render(s: &Snapshot, status: Status) -> String {
     e.single(
         "tickfan_write_syscalls_total",
         "counter",
-        "writev calls on subscriber sockets.",
+        "Writes to subscriber sockets (a send or writev call, or an io_uring send entry).",
         s.write_syscalls as f64,
     );
     e.single(

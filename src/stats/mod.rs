@@ -142,7 +142,8 @@ pub struct WorkerStats {
     pub frames_written: Counter,
     /// Bytes written to sockets.
     pub bytes_written: Counter,
-    /// `writev` calls.
+    /// Socket writes: one `send`/`writev` per connection per flush, made as a call of its own
+    /// or as an entry of the flush's io_uring submission (`server.io_uring`).
     pub write_syscalls: Counter,
     /// Filters currently held by this worker's connections.
     pub subscriptions_active: Counter,
@@ -256,7 +257,7 @@ pub struct Snapshot {
     pub frames_written: u64,
     /// Bytes written.
     pub bytes_written: u64,
-    /// writev calls.
+    /// Socket writes (see [`WorkerStats::write_syscalls`]).
     pub write_syscalls: u64,
     /// Data messages accepted from publishers and the feed.
     pub messages_accepted: u64,
@@ -392,7 +393,7 @@ pub struct WorkerSnapshot {
     pub total_connections: u64,
     /// Messages forwarded.
     pub messages_forwarded: u64,
-    /// writev calls.
+    /// Socket writes (see [`WorkerStats::write_syscalls`]).
     pub write_syscalls: u64,
     /// Loop turns.
     pub loop_turns: u64,

@@ -303,3 +303,23 @@ fn stalled_worker_stops_the_watchdog() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn each_worker_reports_whether_it_writes_through_io_uring() {
+    // With io_uring on (the default), a worker uses it wherever this process can make a ring.
+    let available = tickfan::net::uring::SendRing::new(8).is_ok();
+    let on: &[&str] = &[];
+    let off: &[&str] = &["server.io_uring=false"];
+    for (overrides, expect) in [(on, available), (off, false)] {
+        let server = start(overrides);
+        let st = get(&server, "/stats");
+        let v: Value = serde_json::from_str(body(&st)).unwrap();
+        assert_eq!(v["workers"][0]["ioUring"], expect, "{overrides:?}: {v}");
+        let samples = parse_prometheus(body(&get(&server, "/metrics")));
+        assert_eq!(
+            samples["tickfan_worker_io_uring{worker=\"0\"}"],
+            if expect { 1.0 } else { 0.0 },
+            "{overrides:?}"
+        );
+    }
+}

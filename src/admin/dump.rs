@@ -60,8 +60,9 @@ pub fn lines(shared: &Shared) -> Vec<String> {
     ];
     for w in &s.workers {
         out.push(format!(
-            "  worker {}: {} connections, {} routed, {} socket writes, {} loop turns, {} pending bytes, p99 {:.3} ms",
-            w.worker, w.active_connections, w.messages_forwarded, w.write_syscalls, w.loop_turns,
+            "  worker {}: {} connections, {} routed, {} socket writes ({}), {} loop turns, {} pending bytes, p99 {:.3} ms",
+            w.worker, w.active_connections, w.messages_forwarded, w.write_syscalls,
+            if w.io_uring { "io_uring" } else { "plain calls" }, w.loop_turns,
             w.pending_bytes, w.latency_ms.p99
         ));
     }

@@ -335,6 +335,18 @@ pub fn render(s: &Snapshot, status: Status) -> String {
         );
     }
     e.family(
+        "tickfan_worker_io_uring",
+        "gauge",
+        "1 while the worker writes through io_uring, 0 with plain send/writev calls.",
+    );
+    for w in &s.workers {
+        e.sample(
+            "tickfan_worker_io_uring",
+            &[("worker", &w.worker.to_string())],
+            if w.io_uring { 1.0 } else { 0.0 },
+        );
+    }
+    e.family(
         "tickfan_worker_messages_routed_total",
         "counter",
         "Data messages routed per worker.",

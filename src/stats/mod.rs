@@ -145,6 +145,9 @@ pub struct WorkerStats {
     /// Socket writes: one `send`/`writev` per connection per flush, made as a call of its own
     /// or as an entry of the flush's io_uring submission (`server.io_uring`).
     pub write_syscalls: Counter,
+    /// 1 while the worker writes through io_uring, 0 with plain calls (`server.io_uring`
+    /// off, or refused by the kernel).
+    pub io_uring: Counter,
     /// Filters currently held by this worker's connections.
     pub subscriptions_active: Counter,
     /// Error replies by code (index: [`ErrorCode::index`]).
@@ -395,6 +398,8 @@ pub struct WorkerSnapshot {
     pub messages_forwarded: u64,
     /// Socket writes (see [`WorkerStats::write_syscalls`]).
     pub write_syscalls: u64,
+    /// Whether it writes through io_uring.
+    pub io_uring: bool,
     /// Loop turns.
     pub loop_turns: u64,
     /// Bytes queued on its connections.
@@ -490,6 +495,7 @@ impl StatsRegistry {
                 total_connections: w.connections_accepted.get(),
                 messages_forwarded: w.messages_forwarded.get(),
                 write_syscalls: w.write_syscalls.get(),
+                io_uring: w.io_uring.get() == 1,
                 loop_turns: w.loop_turns.get(),
                 pending_bytes: w.pending_bytes.get(),
                 peak_pending_bytes: w.peak_pending_bytes.get(),

@@ -85,6 +85,7 @@ impl Worker {
                     self.index
                 );
                 self.ring = None;
+                self.stats.io_uring.set(0);
             }
             self.iov_scratch = reuse(iov);
             self.fd_scratch = reuse(targets);

@@ -156,6 +156,8 @@ impl Worker {
             .ok()
             .flatten();
         let ring = cfg.server.io_uring.then(|| send_ring(index)).flatten();
+        let stats = shared.stats.workers[index].clone();
+        stats.io_uring.set(u64::from(ring.is_some()));
         Ok(Worker {
             index,
             poll,
@@ -170,7 +172,7 @@ impl Worker {
             ring,
             timers: TimerWheel::new(0),
             fired: Vec::new(),
-            stats: shared.stats.workers[index].clone(),
+            stats,
             shared,
             ws_config,
             cfg,

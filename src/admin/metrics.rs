@@ -4,7 +4,15 @@
 use std::fmt::Write as _;
 
 use super::health::Status;
-use crate::stats::Snapshot;
+use crate::stats::{Snapshot, WorkerSnapshot};
+
+/// A per-worker metric: name, type, help, and its value for one worker.
+type PerWorker = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&WorkerSnapshot) -> f64,
+);
 
 /// Content type of the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -310,54 +318,37 @@ pub fn render(s: &Snapshot, status: Status) -> String {
         &[],
         l.count as f64,
     );
-    e.family(
-        "tickfan_worker_connections",
-        "gauge",
-        "Open WebSocket connections per worker.",
-    );
-    for w in &s.workers {
-        e.sample(
+    let per_worker: [PerWorker; 4] = [
+        (
             "tickfan_worker_connections",
-            &[("worker", &w.worker.to_string())],
-            w.active_connections as f64,
-        );
-    }
-    e.family(
-        "tickfan_worker_loop_turns_total",
-        "counter",
-        "Event-loop turns per worker.",
-    );
-    for w in &s.workers {
-        e.sample(
+            "gauge",
+            "Open WebSocket connections per worker.",
+            |w| w.active_connections as f64,
+        ),
+        (
             "tickfan_worker_loop_turns_total",
-            &[("worker", &w.worker.to_string())],
-            w.loop_turns as f64,
-        );
-    }
-    e.family(
-        "tickfan_worker_io_uring",
-        "gauge",
-        "1 while the worker writes through io_uring, 0 with plain send/writev calls.",
-    );
-    for w in &s.workers {
-        e.sample(
+            "counter",
+            "Event-loop turns per worker.",
+            |w| w.loop_turns as f64,
+        ),
+        (
             "tickfan_worker_io_uring",
-            &[("worker", &w.worker.to_string())],
-            if w.io_uring { 1.0 } else { 0.0 },
-        );
-    }
-    e.family(
-        "tickfan_worker_messages_routed_total",
-        "counter",
-        "Data messages routed per worker.",
-    );
-    for w in &s.workers {
-        let label = w.worker.to_string();
-        e.sample(
+            "gauge",
+            "1 while the worker writes through io_uring, 0 with plain send/writev calls.",
+            |w| f64::from(u8::from(w.io_uring)),
+        ),
+        (
             "tickfan_worker_messages_routed_total",
-            &[("worker", &label)],
-            w.messages_forwarded as f64,
-        );
+            "counter",
+            "Data messages routed per worker.",
+            |w| w.messages_forwarded as f64,
+        ),
+    ];
+    for (name, kind, help, value) in per_worker {
+        e.family(name, kind, help);
+        for w in &s.workers {
+            e.sample(name, &[("worker", &w.worker.to_string())], value(w));
+        }
     }
     sources(&mut e, s);
     e.out

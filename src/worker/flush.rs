@@ -41,14 +41,14 @@ fn write_each(iov: &[IoSlice<'_>], targets: &[Target<'_>], results: &mut Vec<Sen
 }
 
 impl Worker {
-    /// Writes every connection that has pending output (one `writev` per connection when the
+    /// Writes every connection that has pending output (one send per connection when the
     /// socket takes it all), then drops connections that are finished.
     ///
-    /// In three passes, so that the `writev` calls follow one another with next to no
-    /// user-space work between them (each call through the kernel's TCP path evicts the
-    /// worker's code and data from the core's caches): gather every connection's frames while
-    /// the fan-out has just touched them, write them all, then account the results. The
-    /// worker's counters are added to once per pass, not per connection.
+    /// In three passes, so that the writes follow one another with no user-space work between
+    /// them (each goes through the kernel's TCP path, which evicts the worker's code and data
+    /// from the core's caches): gather every connection's frames while the fan-out has just
+    /// touched them, write them all (one io_uring submission, or one call each), then account
+    /// the results. The worker's counters are added to once per pass, not per connection.
     pub(super) fn flush_dirty(&mut self) -> FlushReport {
         let mut report = FlushReport::default();
         let (mut data_frames, mut syscalls) = (0u64, 0u64);
@@ -79,7 +79,8 @@ impl Worker {
             };
             if let Some(e) = failed {
                 // Not a socket's error but the ring's (never seen so far): the connections
-                // it did not write get the error and close; the worker goes on without it.
+                // whose sends it cannot vouch for get the error and close; the worker goes on
+                // with plain calls.
                 warn!(
                     "worker {}: io_uring failed ({e}); plain send and writev calls from now on",
                     self.index

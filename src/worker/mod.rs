@@ -12,7 +12,6 @@ pub mod session;
 pub mod slots;
 
 use std::io::{self, IoSlice};
-use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use crate::config::Config;
 use crate::net::conn::{Conn, ReadEvent};
 use crate::net::listener;
 use crate::net::outqueue::OutQueue;
-use crate::net::uring::SendRing;
+use crate::net::uring::{SendResult, SendRing, Target};
 use crate::routing::StreamTable;
 use crate::shared::Shared;
 use crate::stats::latency::LatencyRecorder;
@@ -107,8 +106,8 @@ pub struct Worker {
     /// slices to write, each connection's socket and where its slices end, and the result of
     /// its write.
     iov_scratch: Vec<IoSlice<'static>>,
-    fd_scratch: Vec<(Option<BorrowedFd<'static>>, usize)>,
-    write_results: Vec<Option<io::Result<usize>>>,
+    fd_scratch: Vec<Target<'static>>,
+    write_results: Vec<SendResult>,
     /// The flush's writes as one io_uring submission (`server.io_uring`), when the kernel
     /// gives a ring; plain `send`/`writev` calls without.
     ring: Option<SendRing>,

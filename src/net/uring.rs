@@ -62,8 +62,10 @@ impl SendRing {
 
     /// Writes each target's slices of `iov` (one send per target) and appends each target's
     /// result to `results`, in the order of `targets`. An error of the ring itself (not of a
-    /// socket) ends the call: the targets not yet written then get that error, and the caller
-    /// should stop using the ring.
+    /// socket) ends the call and the caller should drop the ring. If submitting failed, every
+    /// target from the failed chunk on that has no result yet gets that error (whether its
+    /// send reached the kernel is not known); if queueing failed, nothing of the chunk was
+    /// submitted and its targets are left `None`, for the caller to write with a plain call.
     pub fn send_all(
         &mut self,
         iov: &[IoSlice<'_>],

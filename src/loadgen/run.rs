@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::scenario::Scenario;
 use super::wire;
+use crate::net::inq;
 use crate::procfs::{cpu_times, rss_bytes, CpuTimes};
 
 /// Default for [`Scenario::concurrency`]-less runs: connections in their handshake at once.
@@ -428,6 +429,8 @@ fn connect_from(i: usize, to: SocketAddr) -> io::Result<TcpStream> {
     let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % LOOPBACK_SOURCES as usize) as u8);
     socket.bind(&SocketAddr::from((source, 0)).into())?;
     socket.set_nonblocking(true)?;
+    // Best effort: without it, reads go on to `EAGAIN` (see `step`).
+    let _ = inq::enable(&socket);
     match socket.connect(&to.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(115) || e.kind() == io::ErrorKind::WouldBlock => {}
@@ -465,27 +468,34 @@ fn step(sub: &mut Sub, scratch: &mut [u8], tally: &mut Tally, scenario: &Scenari
         sub.phase = Phase::Handshaking;
     }
     let was_handshaking = sub.phase == Phase::Handshaking;
+    // Until the kernel says nothing is left (`TCP_INQ`, net::inq), else until `WouldBlock`:
+    // one `recv` per delivery instead of two.
     loop {
-        match sub.sock.read(scratch) {
-            Ok(0) => {
+        let left = match inq::recv(&sub.sock, scratch) {
+            Ok((0, _)) => {
                 sub.phase = Phase::Dead;
                 break;
             }
-            Ok(n) if sub.buf.is_empty() && sub.phase != Phase::Handshaking => {
+            Ok((n, left)) if sub.buf.is_empty() && sub.phase != Phase::Handshaking => {
                 // The common case: whole frames read straight from the read buffer, only the
                 // start of one still arriving kept (no copy in and out of `buf`).
                 let used = frames(sub, &scratch[..n], tally);
                 sub.buf.extend_from_slice(&scratch[used..n]);
+                left
             }
-            // Until `WouldBlock`, not just a short read (docs/architecture.md, "The worker
-            // loop": a short read can leave data with no new readiness event).
-            Ok(n) => sub.buf.extend_from_slice(&scratch[..n]),
+            Ok((n, left)) => {
+                sub.buf.extend_from_slice(&scratch[..n]);
+                left
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => {
                 sub.phase = Phase::Dead;
                 break;
             }
+        };
+        if left == Some(0) {
+            break;
         }
     }
     process(sub, tally);

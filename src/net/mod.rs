@@ -4,6 +4,7 @@
 pub mod client;
 pub mod conn;
 pub mod http;
+pub mod inq;
 pub mod listener;
 pub mod outqueue;
 pub mod sweep;

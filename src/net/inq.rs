@@ -83,17 +83,9 @@ pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Option<us
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_pair as pair;
     use super::*;
     use std::io::Write;
-    use std::net::{TcpListener, TcpStream};
-
-    fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (server, _) = l.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        (server, client)
-    }
 
     #[test]
     fn reports_what_is_left_and_the_end_of_stream() {
@@ -178,12 +170,21 @@ mod tests {
             let data = vec![5u8; 70_000];
             let mut sent = 0;
             let mut size = 1;
+            let mut writes = 0;
             while sent < TOTAL_BYTES {
                 let n = size.min(TOTAL_BYTES - sent);
                 tx.write_all(&data[..n]).unwrap();
                 sent += n;
                 size = size * 7 % 65_521 + 1;
+                writes += 1;
+                if writes % 64 == 0 {
+                    // Let the reader catch up now and then, so that it does find the socket
+                    // empty (the stop under test) and not only a count above 0.
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
             }
+            // Kept open until the reader is done: at the end of stream the count is never 0.
+            tx
         });
         let mut events = Events::with_capacity(8);
         let mut buf = [0u8; 1_500];

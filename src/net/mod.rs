@@ -37,3 +37,13 @@ pub fn poll_events(
         other => other,
     }
 }
+
+/// A connected loopback TCP pair for tests: the accepted side (non-blocking) and the client.
+#[cfg(test)]
+fn test_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (server, _) = l.accept().unwrap();
+    server.set_nonblocking(true).unwrap();
+    (server, client)
+}

@@ -165,18 +165,10 @@ impl SendRing {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_pair as pair;
     use super::*;
     use std::io::Read;
-    use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsFd;
-
-    fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (server, _) = l.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        (server, client)
-    }
 
     /// Whether a ring could not be made because the system forbids io_uring (the sysctl
     /// `kernel.io_uring_disabled`, a seccomp filter: `EPERM`, `EACCES`), lacks it (`ENOSYS`)

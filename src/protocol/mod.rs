@@ -7,5 +7,6 @@ pub mod codes;
 pub mod frame;
 pub mod outbound;
 pub mod publish;
+pub mod scan;
 
 pub use codes::{CloseCode, ErrorCode};

@@ -307,8 +307,15 @@ impl IngestServer {
             |_, sock, peer| {
                 *next_id += 1;
                 debug!("publisher {} connected from {peer}", *next_id);
+                let mut conn = Conn::new(sock, peer);
+                if let Err(e) = conn.count_unread() {
+                    debug!(
+                        "publisher {}: no TCP_INQ ({e}): reads go on to EAGAIN",
+                        *next_id
+                    );
+                }
                 Publisher {
-                    conn: Conn::new(sock, peer),
+                    conn,
                     clock: SweepClock::new(),
                     id: *next_id,
                     upgraded: false,
@@ -327,6 +334,9 @@ impl IngestServer {
 
     fn on_event(&mut self, key: usize) {
         let max_head = self.cfg.limits.max_request_head_bytes;
+        if let Some(p) = self.publishers.get_mut(key) {
+            p.conn.on_readable();
+        }
         loop {
             let Some(p) = self.publishers.get_mut(key) else {
                 return;

@@ -35,19 +35,29 @@ pub struct ConnIo {
     /// here so the hot path touches neither the boxed context nor the phase: it is only ever
     /// true in [`Phase::Open`], which [`Conn::set_phase`] keeps).
     pub writable: bool,
+    /// The last read left the socket empty by the kernel's count (`TCP_INQ`, enabled on
+    /// publisher sockets by [`Conn::count_unread`]): the next read answers `WouldBlock` without
+    /// a system call.
+    drained: bool,
     /// The socket.
     pub sock: TcpStream,
     /// Bytes read from the socket.
     pub bytes_in: u64,
 }
 
-/// Reads go on until `EAGAIN` (edge-triggered readiness). A short read is not taken to mean
-/// the socket is empty: on this kernel, data that arrives while a `recv` holds the socket (the
+/// Reads go on until `EAGAIN` (edge-triggered readiness), or until the kernel says no bytes are
+/// left (`TCP_INQ`), which saves the last `recv`. A short read alone is not taken to mean the
+/// socket is empty: on this kernel, data that arrives while a `recv` holds the socket (the
 /// backlog) can be left after a short read with no new readiness event for it; a publisher
 /// stalled that way under the heavy load scenario (docs/architecture.md, "The worker loop").
+/// The kernel's count includes that backlog ([`super::inq`]).
 impl Read for ConnIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.sock.read(buf)?;
+        if std::mem::take(&mut self.drained) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let (n, left) = super::inq::recv(&self.sock, buf)?;
+        self.drained = n > 0 && left == Some(0);
         self.bytes_in += n as u64;
         Ok(n)
     }
@@ -126,12 +136,26 @@ impl Conn {
             io: ConnIo {
                 out: OutQueue::new(),
                 writable: false,
+                drained: false,
                 sock,
                 bytes_in: 0,
             },
             phase: Phase::Head(Vec::new()),
             peer,
         }
+    }
+
+    /// Asks the kernel to count the bytes left after each read (`TCP_INQ`), so that a read that
+    /// empties the socket ends the caller's read loop without one more `recv`. For sockets that
+    /// carry a stream of messages (publishers); without it (an older kernel) reads go on to
+    /// `EAGAIN` as before.
+    pub fn count_unread(&mut self) -> io::Result<()> {
+        super::inq::enable(&self.io.sock)
+    }
+
+    /// A readiness event arrived: whatever the last read found, the socket may hold new bytes.
+    pub fn on_readable(&mut self) {
+        self.io.drained = false;
     }
 
     /// The socket, for (re)registration.

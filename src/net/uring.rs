@@ -37,9 +37,11 @@ pub struct SendRing {
     /// Headers of the sends with several slices, by position in the current chunk (grown to
     /// the largest chunk seen, before any of its entries is queued).
     headers: Vec<MsgHdr>,
-    /// The ring's table of registered sockets as this side knows it: the owner of the socket
-    /// in each slot. Empty when the kernel gave no table.
-    registered: Vec<Option<u64>>,
+    /// The kernel's table of registered sockets as this side knows it: the owner of the
+    /// socket in each slot, 0 for none; empty without a table.
+    /// Allocated zeroed, so only the pages of slots in use become resident (8 bytes a
+    /// connection).
+    registered: Vec<u64>,
     /// Whether new sockets are registered (cleared after the kernel refused one: the slots
     /// already registered stay in use until forgotten).
     registering: bool,
@@ -60,7 +62,7 @@ impl std::fmt::Debug for SendRing {
 pub struct FileSlot {
     /// The slot (the connection's key in its worker).
     pub index: usize,
-    /// The connection's id, unique for the worker's life.
+    /// The connection's id, unique for the worker's life and never 0.
     pub owner: u64,
 }
 
@@ -88,24 +90,22 @@ impl SendRing {
     pub fn new(entries: u32, file_slots: usize) -> io::Result<Self> {
         let ring = IoUring::new(entries)?;
         let chunk = ring.params().sq_entries() as usize;
-        let registered = match u32::try_from(file_slots) {
-            Ok(0) | Err(_) => Vec::new(),
-            Ok(n) => {
-                match ring.submitter().register_files_sparse(n) {
-                    Ok(()) => vec![None; file_slots],
-                    Err(e) => {
-                        warn!("io_uring: no table of {n} registered sockets ({e}): sends by descriptor");
-                        Vec::new()
-                    }
+        let slots = match u32::try_from(file_slots) {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => match ring.submitter().register_files_sparse(n) {
+                Ok(()) => file_slots,
+                Err(e) => {
+                    warn!("io_uring: no table of {n} sockets ({e}): every send by descriptor");
+                    0
                 }
-            }
+            },
         };
         Ok(SendRing {
             ring,
             chunk,
             headers: Vec::new(),
-            registering: !registered.is_empty(),
-            registered,
+            registered: vec![0; slots],
+            registering: slots > 0,
         })
     }
 
@@ -117,13 +117,13 @@ impl SendRing {
     /// Registers `fd` in `slot` unless it is there already. On the kernel's refusal the slot
     /// stays empty (the send goes by descriptor) and no more sockets are registered.
     fn register(&mut self, fd: RawFd, slot: FileSlot) {
-        if !self.registering {
+        if !self.registering || slot.owner == 0 {
             return;
         }
         let Some(held) = self.registered.get_mut(slot.index) else {
             return;
         };
-        if *held == Some(slot.owner) {
+        if *held == slot.owner {
             return;
         }
         // u32: the table's length came from a u32.
@@ -132,9 +132,9 @@ impl SendRing {
             .submitter()
             .register_files_update(slot.index as u32, &[fd])
         {
-            Ok(_) => *held = Some(slot.owner),
+            Ok(_) => *held = slot.owner,
             Err(e) => {
-                *held = None;
+                *held = 0;
                 self.registering = false;
                 warn!("io_uring: registering a socket failed ({e}): new sockets by descriptor");
             }
@@ -149,10 +149,10 @@ impl SendRing {
         let Some(held) = self.registered.get_mut(slot.index) else {
             return Ok(());
         };
-        if *held != Some(slot.owner) {
+        if *held != slot.owner || slot.owner == 0 {
             return Ok(());
         }
-        *held = None;
+        *held = 0;
         self.ring
             .submitter()
             .register_files_update(slot.index as u32, &[-1])
@@ -199,9 +199,9 @@ impl SendRing {
                     let Some(fd) = t.fd else { continue };
                     // By slot when the socket is registered there (the kernel then reads the
                     // entry's descriptor as a slot), else by descriptor.
-                    let fixed = t.slot.filter(|s| {
-                        self.registered.get(s.index).copied().flatten() == Some(s.owner)
-                    });
+                    let fixed = t
+                        .slot
+                        .filter(|s| s.owner != 0 && self.registered.get(s.index) == Some(&s.owner));
                     let (fd, flags) = match fixed {
                         Some(s) => (types::Fd(s.index as i32), squeue::Flags::FIXED_FILE),
                         None => (types::Fd(fd.as_raw_fd()), squeue::Flags::empty()),
@@ -376,7 +376,7 @@ mod tests {
             by_slot(c.as_fd(), 3, 5, 9),
         ];
         assert_eq!(sent(&mut ring, &iov, &targets), vec![Some(Ok(4)); 3]);
-        assert_eq!(ring.registered, vec![Some(7), Some(8)]);
+        assert_eq!(ring.registered, [7, 8]);
         // Again: the slots are reused as they are, no new registration.
         assert_eq!(sent(&mut ring, &iov, &targets), vec![Some(Ok(4)); 3]);
         assert_eq!(
@@ -392,7 +392,7 @@ mod tests {
             owner: 99,
         })
         .unwrap();
-        assert_eq!(ring.registered[0], Some(7));
+        assert_eq!(ring.registered[0], 7);
         ring.forget(FileSlot { index: 0, owner: 7 }).unwrap();
         assert_eq!(read_some(&mut a_peer, 1), "EOF");
         // Slot 0 taken by `c` (a new owner): `c` is registered there and gets the data, and
@@ -403,7 +403,7 @@ mod tests {
             sent(&mut ring, &iov, &targets),
             vec![Some(Ok(5)), Some(Ok(1))]
         );
-        assert_eq!(ring.registered, vec![Some(10), Some(8)]);
+        assert_eq!(ring.registered, [10, 8]);
         assert_eq!(
             (read_some(&mut c_peer, 5), read_some(&mut b_peer, 1)),
             ("new-c".into(), "b".into())

@@ -307,7 +307,7 @@ fn stalled_worker_stops_the_watchdog() {
 #[test]
 fn each_worker_reports_whether_it_writes_through_io_uring() {
     // With io_uring on (the default), a worker uses it wherever this process can make a ring.
-    let available = tickfan::net::uring::SendRing::new(8, 0).is_ok();
+    let available = tickfan::net::uring::SendRing::new(8).is_ok();
     let on: &[&str] = &[];
     let off: &[&str] = &["server.io_uring=false"];
     for (overrides, expect) in [(on, available), (off, false)] {

@@ -31,8 +31,8 @@ fn silent_client_is_pinged_then_closed_with_1001() {
     let mut s = raw_ws(server.public_addr().unwrap());
     let t0 = Instant::now();
     let mut all = Vec::new();
-    // The socket itself closes (the worker's io_uring, which sent the ping and the close
-    // through its registered socket, lets go of it), not just the WebSocket.
+    // The socket itself closes (nothing of the worker, its io_uring included, holds it
+    // open), not just the WebSocket.
     s.read_to_end(&mut all)
         .expect("the server closes the socket, not a read timeout");
     let elapsed = t0.elapsed();

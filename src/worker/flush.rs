@@ -3,7 +3,7 @@
 //! common case of one frame written whole.
 
 use std::io::{self, IoSlice};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use log::warn;
 use mio::{Interest, Token};
@@ -11,7 +11,7 @@ use mio::{Interest, Token};
 use super::{prefetch_ahead, Worker};
 use crate::bus::FlushReport;
 use crate::net::outqueue::{OutQueue, WholeFrame};
-use crate::net::uring::{FileSlot, SendResult, Target};
+use crate::net::uring::{SendResult, Target};
 
 /// An empty vector with `v`'s allocation, for elements of another lifetime (the flush's slices
 /// borrow the sessions only for one pass; the vectors outlive it). Collecting an emptied
@@ -27,10 +27,10 @@ fn reuse<T, U>(mut v: Vec<T>) -> Vec<U> {
 /// thread-cancellation bookkeeping around each).
 fn write_each(iov: &[IoSlice<'_>], targets: &[Target<'_>], results: &mut Vec<SendResult>) {
     let mut start = 0;
-    for t in targets {
-        let slices = &iov[start..t.end];
-        start = t.end;
-        results.push(t.fd.map(|fd| {
+    for &(fd, end) in targets {
+        let slices = &iov[start..end];
+        start = end;
+        results.push(fd.map(|fd| {
             match slices {
                 [one] => rustix::net::send(fd, one, rustix::net::SendFlags::NOSIGNAL),
                 _ => rustix::io::writev(fd, slices),
@@ -57,26 +57,16 @@ impl Worker {
         results.clear();
         {
             // Gather: each dirty connection's socket and the end of its slices (no socket when
-            // it has no frames), and for a WebSocket its slot among the ring's registered
-            // sockets. The write pass then touches nothing of the sessions.
+            // it has no frames). The write pass then touches nothing of the sessions.
             let mut iov: Vec<IoSlice<'_>> = reuse(std::mem::take(&mut self.iov_scratch));
-            let mut targets: Vec<Target<'_>> = reuse(std::mem::take(&mut self.fd_scratch));
+            let mut targets: Vec<(Option<BorrowedFd<'_>>, usize)> =
+                reuse(std::mem::take(&mut self.fd_scratch));
             for &k in &dirty {
-                let (fd, slot) = match self.sessions.get(k).filter(|s| s.dirty) {
-                    Some(s) if s.conn.out().gather(&mut iov) > 0 => (
-                        Some(s.conn.sock().as_fd()),
-                        s.upgraded.then_some(FileSlot {
-                            index: k,
-                            owner: s.id,
-                        }),
-                    ),
-                    _ => (None, None),
+                let fd = match self.sessions.get(k).filter(|s| s.dirty) {
+                    Some(s) if s.conn.out().gather(&mut iov) > 0 => Some(s.conn.sock().as_fd()),
+                    _ => None,
                 };
-                targets.push(Target {
-                    fd,
-                    end: iov.len(),
-                    slot,
-                });
+                targets.push((fd, iov.len()));
             }
             // Write: one send per connection, all of them in one io_uring submission when
             // the worker has a ring, else one call each.

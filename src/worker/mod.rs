@@ -79,32 +79,11 @@ fn ws_config(cfg: &Config) -> WebSocketConfig {
 /// several). The ring's memory is about 100 KiB per worker.
 const RING_ENTRIES: u32 = 1024;
 
-/// Most sockets a worker's io_uring holds registered (one slot per connection key; a key past
-/// the table sends by descriptor). The kernel's table costs 8 bytes a slot or so.
-const RING_FILE_SLOTS_MAX: usize = 65_536;
-
-/// Slots for a worker's table of registered sockets: as many as the process may open files
-/// (the kernel refuses a table longer than `RLIMIT_NOFILE`), at most [`RING_FILE_SLOTS_MAX`].
-fn ring_file_slots() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `getrlimit` writes one `rlimit` through a pointer to a live one.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 0;
-    }
-    usize::try_from(lim.rlim_cur).map_or(RING_FILE_SLOTS_MAX, |n| n.min(RING_FILE_SLOTS_MAX))
-}
-
 /// Worker `index`'s io_uring for its writes, or none (logged) where the kernel refuses one.
 fn send_ring(index: usize) -> Option<SendRing> {
-    match SendRing::new(RING_ENTRIES, ring_file_slots()) {
+    match SendRing::new(RING_ENTRIES) {
         Ok(ring) => {
-            info!(
-                "worker {index}: socket writes through io_uring ({} registered-socket slots)",
-                ring.file_slots()
-            );
+            info!("worker {index}: socket writes through io_uring");
             Some(ring)
         }
         Err(e) => {
@@ -467,21 +446,6 @@ impl Worker {
             return;
         }
         let mut s = self.sessions.remove(key);
-        if let Some(ring) = self.ring.as_mut() {
-            let slot = crate::net::uring::FileSlot {
-                index: key,
-                owner: s.id,
-            };
-            if let Err(e) = ring.forget(slot) {
-                // The ring would hold the socket open; dropping it releases every socket.
-                warn!(
-                    "worker {}: io_uring kept a closed socket ({e}); plain send and writev calls from now on",
-                    self.index
-                );
-                self.ring = None;
-                self.stats.io_uring.set(0);
-            }
-        }
         self.shared.admission.socket_closed(s.conn.peer.ip());
         if let Some(a) = &s.auth {
             let me = crate::admission::UserConn {

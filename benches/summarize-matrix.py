@@ -99,9 +99,12 @@ def summarize(directory, markdown):
         key=lambda x: x[0],
     )
     if rates:
-        out.append("heavy rate search: msg/s, deliveries/s, lost, p99 ms")
+        out.append("heavy rate search: msg/s, deliveries/s, lost, p99 ms, server µs per delivery")
         for rate, t in rates:
-            out.append(f"  {rate}, {t['deliveriesPerSec']:.0f}, lost {t['lost']}, p99 {t['latencyMs']['p99']:.2f}")
+            out.append(
+                f"  {rate}, {t['deliveriesPerSec']:.0f}, lost {t['lost']}, p99 {t['latencyMs']['p99']:.2f},"
+                f" {t['totalUsPerDelivery']:.3f}"
+            )
         zero = [rate for rate, t in rates if clean(t)]
         out.append(f"  highest rate tried with zero loss: {max(zero) if zero else 'none'} msg/s")
 

@@ -6,7 +6,7 @@
 //! randomized test holds it to that.
 //!
 //! Why: serde_json's typed parse touched about 115 lines of code per message (cachegrind,
-//! light), which the light scenario pays cold after every idle wait (docs/benchmarks.md).
+//! light), which the light scenario pays cold after every idle wait (docs/benchmarks-history.md).
 
 /// Nesting past this gives up (serde_json's own limit is 128).
 const MAX_DEPTH: usize = 64;

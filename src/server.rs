@@ -178,11 +178,24 @@ impl ServerHandle {
                 }
             }
         }
-        for (i, w) in worker_list.into_iter().enumerate() {
+        // Each worker makes its io_uring on its own thread (Worker::open_ring says why); start
+        // returns once they have, so the stats say from the first read how each one writes.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        for (i, mut w) in worker_list.into_iter().enumerate() {
+            let ready = ready_tx.clone();
             handle
                 .worker_threads
-                .push(spawn(format!("tickfan-worker-{i}"), move || w.run())?);
+                .push(spawn(format!("tickfan-worker-{i}"), move || {
+                    w.open_ring();
+                    // Sent, then dropped: start waits until no sender is left.
+                    let _ = ready.send(());
+                    drop(ready);
+                    w.run()
+                })?);
         }
+        drop(ready_tx);
+        // Ends when every worker has sent (or died before it could).
+        while ready_rx.recv().is_ok() {}
         if let Some(l) = admin_listener {
             let poll = Poll::new().map_err(io_err("the admin poll"))?;
             let waker = Arc::new(

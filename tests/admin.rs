@@ -307,7 +307,11 @@ fn stalled_worker_stops_the_watchdog() {
 #[test]
 fn each_worker_reports_whether_it_writes_through_io_uring() {
     // With io_uring on (the default), a worker uses it wherever this process can make a ring.
-    let available = tickfan::net::uring::SendRing::new(8).is_ok();
+    // The probe ring is made and closed on a thread of its own: closing it notifies the thread
+    // that made it, which would interrupt this one's reads (Worker::open_ring).
+    let available = std::thread::spawn(|| tickfan::net::uring::SendRing::new(8).is_ok())
+        .join()
+        .unwrap();
     let on: &[&str] = &[];
     let off: &[&str] = &["server.io_uring=false"];
     for (overrides, expect) in [(on, available), (off, false)] {

@@ -226,3 +226,32 @@ fn data_and_end_of_stream_in_one_event_close_at_once() {
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert_eq!(server.stats().closed.close_timeout, 0);
 }
+
+/// Stopping a server must not disturb the thread that started it. Each worker's io_uring used
+/// to be made on that thread, and when a ring closes the kernel notifies the task that made it
+/// (`task_work_add` with `TWA_SIGNAL`): a blocking socket call with a timeout on that thread
+/// then failed with EINTR. Seen as a flaky handshake in a test that started a second server
+/// right after dropping the first.
+#[test]
+fn stopping_a_server_does_not_interrupt_the_thread_that_started_it() {
+    for round in 0..5 {
+        let server = start(&[]);
+        // The ring has carried sends: a subscriber got its reply through it.
+        Client::subscriber(&server).subscribe(1, &["x"], &[], &[]);
+        drop(server);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut quiet = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let _peer = listener.accept().unwrap();
+        quiet
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let err = quiet.read(&mut [0u8; 1]).unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "round {round}: a read on the starting thread ended with {err}, not its timeout"
+        );
+    }
+}

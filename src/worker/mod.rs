@@ -154,9 +154,7 @@ impl Worker {
         let auth = crate::auth::Authenticator::from_config(&cfg.auth)
             .ok()
             .flatten();
-        let ring = cfg.server.io_uring.then(|| send_ring(index)).flatten();
         let stats = shared.stats.workers[index].clone();
-        stats.io_uring.set(u64::from(ring.is_some()));
         Ok(Worker {
             index,
             poll,
@@ -168,7 +166,7 @@ impl Worker {
             iov_scratch: Vec::new(),
             fd_scratch: Vec::new(),
             write_results: Vec::new(),
-            ring,
+            ring: None,
             timers: TimerWheel::new(0),
             fired: Vec::new(),
             stats,
@@ -186,6 +184,22 @@ impl Worker {
             latency: LatencyRecorder::default(),
             ingest: None,
         })
+    }
+
+    /// Makes the worker's io_uring (where the configuration asks for one and the kernel
+    /// allows it) and says which way it writes in its stats. Called on the worker's own thread,
+    /// before [`Worker::run`]: the kernel ties a ring to the task that makes it and, when the
+    /// ring closes, notifies that task (`task_work_add` with `TWA_SIGNAL`), which makes a
+    /// blocking socket call with a timeout on it fail with EINTR. Made on the thread that
+    /// started the server, the notice would land there when the server stops.
+    pub fn open_ring(&mut self) {
+        self.ring = self
+            .cfg
+            .server
+            .io_uring
+            .then(|| send_ring(self.index))
+            .flatten();
+        self.stats.io_uring.set(u64::from(self.ring.is_some()));
     }
 
     /// Picks up a reloaded configuration (one atomic load per loop turn when nothing changed).

@@ -10,22 +10,14 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tickfan::loadgen::{run, Scenario, Target};
+use tickfan::loadgen::{run, Scenario};
 
 /// One real report of a data scenario and one of `connect`, as `tickfan bench --json` writes
 /// them, so the script is held to the field names the tool really uses.
 fn real_reports() -> &'static (Value, Value) {
     static REPORTS: OnceLock<(Value, Value)> = OnceLock::new();
     REPORTS.get_or_init(|| {
-        let server = common::start(&[
-            "limits.max_connections_per_ip=0",
-            "limits.new_connections_per_ip_per_min=0",
-        ]);
-        let target = Target {
-            public: server.public_addr().unwrap(),
-            ingest: server.ingest_addr().unwrap(),
-            server_pid: Some(std::process::id()),
-        };
+        let (_server, target) = common::start_for_load(Some(std::process::id()));
         let mut light = Scenario::preset("light").unwrap();
         light.subscribers = 40;
         light.duration = Duration::from_millis(1000);

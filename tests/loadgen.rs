@@ -20,15 +20,7 @@ fn small(name: &str) -> Scenario {
 
 #[test]
 fn scenario_against_tickfan_delivers_everything() {
-    let server = common::start(&[
-        "limits.max_connections_per_ip=0",
-        "limits.new_connections_per_ip_per_min=0",
-    ]);
-    let target = Target {
-        public: server.public_addr().unwrap(),
-        ingest: server.ingest_addr().unwrap(),
-        server_pid: Some(std::process::id()),
-    };
+    let (server, target) = common::start_for_load(Some(std::process::id()));
     let report = run(&small("light"), &target, false).unwrap();
     assert_eq!(report.connected, 40);
     assert!(report.published >= 250, "{report:?}");
@@ -55,17 +47,9 @@ fn scenario_against_tickfan_delivers_everything() {
 
 #[test]
 fn connect_scenario_counts_handshakes() {
-    let server = common::start(&[
-        "limits.max_connections_per_ip=0",
-        "limits.new_connections_per_ip_per_min=0",
-    ]);
+    let (server, target) = common::start_for_load(None);
     let mut s = Scenario::preset("connect").unwrap();
     s.subscribers = 300;
-    let target = Target {
-        public: server.public_addr().unwrap(),
-        ingest: server.ingest_addr().unwrap(),
-        server_pid: None,
-    };
     let report = run(&s, &target, false).unwrap();
     assert_eq!(report.connected, 300);
     assert!(report.handshakes_per_sec > 0.0 && report.handshake_ms.p99 > 0.0);
@@ -125,10 +109,7 @@ fn stop_and_continue(child: &Guard) {
 
 #[test]
 fn the_load_tool_survives_being_stopped_and_continued() {
-    let server = common::start(&[
-        "limits.max_connections_per_ip=0",
-        "limits.new_connections_per_ip_per_min=0",
-    ]);
+    let (server, _) = common::start_for_load(None);
     let mut tool = Guard(
         Command::new(BIN)
             .args([

@@ -37,6 +37,21 @@ pub fn start(overrides: &[&str]) -> ServerHandle {
     ServerHandle::start(config).unwrap()
 }
 
+/// A server for the load tool: no per-IP connection limits (all its load comes from loopback),
+/// and the tool's target for it, with `server_pid` for the CPU and memory figures.
+pub fn start_for_load(server_pid: Option<u32>) -> (ServerHandle, tickfan::loadgen::Target) {
+    let server = start(&[
+        "limits.max_connections_per_ip=0",
+        "limits.new_connections_per_ip_per_min=0",
+    ]);
+    let target = tickfan::loadgen::Target {
+        public: server.public_addr().unwrap(),
+        ingest: server.ingest_addr().unwrap(),
+        server_pid,
+    };
+    (server, target)
+}
+
 /// A blocking WebSocket client with a read timeout.
 pub struct Client {
     pub ws: WebSocket<TcpStream>,
